@@ -18,8 +18,8 @@ back to a stated bundled image, announced once with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pooch

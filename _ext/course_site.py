@@ -1,0 +1,46 @@
+"""Small fixes to the built pages, loaded through `sphinx.local_extensions`.
+
+* sphinx-thebe adds its inline configuration script (``const THEBE_JS_URL =
+  ...``) each time Sphinx reads documents, and Jupyter Book makes that happen
+  twice, so every page declared the constant twice and the browser logged a
+  SyntaxError. Scripts are deduplicated page by page.
+* The Jupyter widget manager (``@jupyter-widgets/html-manager``) finds its own
+  fonts relative to the URI that require.js gives its module, which defaults to
+  the page's folder, so widget icons were fetched from the site and failed.
+  Pages with widgets first tell require.js where the manager really lives.
+* The widget manager typesets labels with MathJax 2's ``MathJax.Hub.Queue``;
+  the book loads MathJax 3, so every widget logged a TypeError. Widget pages
+  get a two-line ``Hub.Queue`` that forwards to MathJax 3's typesetter.
+"""
+
+WIDGET_MANAGER = "@jupyter-widgets/html-manager"
+# Deferred MathJax 3 has run by DOMContentLoaded; widgets render after it.
+MATHJAX2_QUEUE = """document.addEventListener("DOMContentLoaded", () => {
+  if (window.MathJax && !window.MathJax.Hub && window.MathJax.typesetPromise) {
+    window.MathJax.Hub = {Queue: (job) => window.MathJax.typesetPromise([job[2]])};
+  }
+});"""
+
+
+def _tidy_scripts(app, pagename, templatename, context, doctree):
+    # The same inline script arrives once with filename None and once with "".
+    unique = {}
+    for script in context.get("script_files", []):
+        key = (script.filename or "", script.priority, tuple(sorted(script.attributes.items())))
+        unique.setdefault(key, script)
+    scripts = list(unique.values())
+    for i, script in enumerate(scripts):
+        if f"/{WIDGET_MANAGER}@" in (script.filename or ""):
+            folder = script.filename.rsplit("/dist/", 1)[0]
+            body = f'require.config({{paths: {{"{WIDGET_MANAGER}": "{folder}"}}}});'
+            scripts[i:i] = [type(script)("", priority=script.priority, body=code)
+                            for code in (body, MATHJAX2_QUEUE)]
+            break
+    # In place: the list is the builder's own, which other handlers append to.
+    context["script_files"][:] = scripts
+
+
+def setup(app):
+    # Last, after myst-nb has added the page's widget scripts.
+    app.connect("html-page-context", _tidy_scripts, priority=999)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

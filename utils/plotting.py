@@ -143,7 +143,7 @@ def show_source(obj: object):
     return Code(source, language="python")
 
 
-# ----------------------------------------------------------------------------- persistence (chapter 2)
+# ------------------------------------------------------------------- persistence (chapter 2)
 def plot_barcode(
     diagrams: Sequence[np.ndarray],
     eps: float | None = None,
@@ -167,7 +167,9 @@ def plot_barcode(
         Hide bars shorter than this (noise), to keep long barcodes readable.
     """
     if not isinstance(diagrams, (list, tuple)) or not diagrams:
-        raise TypeError("diagrams must be a non-empty list of (k, 2) arrays, as returned by persistence().")
+        raise TypeError(
+            "diagrams must be a non-empty list of (k, 2) arrays, as returned by persistence()."
+        )
     finite = [d[np.isfinite(d[:, 1]), 1] for d in map(np.asarray, diagrams) if len(d)]
     right = 1.1 * max([f.max() for f in finite if f.size] + [eps or 0.0, 1e-9])
     if ax is None:
@@ -176,12 +178,13 @@ def plot_barcode(
     for dim, dgm in enumerate(diagrams):
         dgm = np.asarray(dgm).reshape(-1, 2)
         dgm = dgm[dgm[:, 1] - dgm[:, 0] > min_length]
-        for i, (birth, death) in enumerate(dgm[np.argsort(dgm[:, 0] - dgm[:, 1])]):   # longest first
-            ax.plot([birth, min(death, right)], [row, row], color=f"C{dim}", lw=2,
-                    label=f"$H_{dim}$" if i == 0 else None)
-            if not np.isfinite(death):
-                ax.plot(right, row, marker=">", color=f"C{dim}", ms=5)
-            row += 1
+        dgm = dgm[np.lexsort((-dgm[:, 1], dgm[:, 0]))]                 # by birth, longest first
+        rows = row + np.arange(len(dgm))
+        ends = np.minimum(dgm[:, 1], right)
+        ax.hlines(rows, dgm[:, 0], ends, color=f"C{dim}", lw=2, label=f"$H_{dim}$")
+        endless = ~np.isfinite(dgm[:, 1])
+        ax.plot(np.full(endless.sum(), right), rows[endless], ">", color=f"C{dim}", ms=5)
+        row += len(dgm)
     if eps is not None:
         ax.axvline(eps, color="k", ls="--", lw=1)
     ax.set(xlim=(0, right * 1.02), xlabel="scale ε", yticks=[], title=title)
@@ -192,9 +195,14 @@ def plot_barcode(
 
 
 def plot_persistence_diagram(
-    diagrams: Sequence[np.ndarray], ax: plt.Axes | None = None, title: str | None = "persistence diagram"
+    diagrams: Sequence[np.ndarray],
+    ax: plt.Axes | None = None,
+    title: str | None = "persistence diagram",
 ) -> Figure:
-    """Persistence diagram (persim): a point (birth, death) per class; far from the diagonal = persistent."""
+    """Persistence diagram (persim): one point (birth, death) per class.
+
+    Points far from the diagonal are persistent features; points near it are noise.
+    """
     from persim import plot_diagrams
 
     if ax is None:

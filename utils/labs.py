@@ -1,0 +1,586 @@
+"""Graded labs: student notebooks, autograder zips, the students' grader, grading.
+
+Labs are otter-grader master notebooks ``labs/NN_name.ipynb`` (solutions and
+hidden tests inside). This module turns them into what students and
+instructors use, and is also the students' entry point to the public tests.
+
+For instructors, from the repository root::
+
+    python -m utils.labs assign                      # every lab, into labs/dist/
+    python -m utils.labs assign 00_warmup            # one lab
+    python -m utils.labs grade 00_warmup submissions/ -o scores.csv
+    python -m utils.labs release _build/labs-release   # one folder to hand out
+
+``assign`` writes, per lab, ``labs/dist/<lab>/student/<lab>.ipynb`` with its
+public ``tests/`` folder (what the book shows), the autograder zip
+``labs/dist/<lab>/autograder/<lab>-autograder_<timestamp>.zip`` and the public
+tests zip ``labs/dist/_site/labs/<lab>-tests.zip`` that the book build
+publishes at ``{SITE_URL}labs/<lab>-tests.zip`` (Sphinx ``html_extra_path``).
+``grade`` runs ``otter run`` (no Docker) on every file of a folder, each in its
+own process under a time limit, and writes one CSV row of per-question scores
+per submission; a submission that cannot be graded gets zeros and its reason in
+the ``error`` column instead of stopping the run.
+
+For students, the lab's first cells call :func:`grader`, which finds the
+lab's public tests (beside the notebook, in a checkout's ``labs/dist``, or
+downloaded from the course site on Colab) and returns the ``otter.Notebook``
+whose ``grader.check("q1")`` runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "SITE_URL",
+    "lab_names",
+    "master_notebook",
+    "student_notebook",
+    "autograder_zip",
+    "tests_zip_url",
+    "grader",
+    "fetch_tests",
+    "assign",
+    "grade",
+    "grade_submission",
+    "Grade",
+    "release",
+]
+
+#: The published course site; equals ``html.baseurl`` in ``_config.yml``.
+SITE_URL = "https://cnn-topics.github.io/cnn-topics/"
+
+_REPO = Path(__file__).resolve().parent.parent
+_LAB_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
+_ASSIGN_ADVICE = "run `python -m utils.labs assign` first"
+
+
+# --------------------------------------------------------------------- paths
+def labs_dir() -> Path:
+    """The folder of the master notebooks, ``<repository>/labs``."""
+    return _REPO / "labs"
+
+
+def dist_dir() -> Path:
+    """The git-ignored build folder of the labs, ``labs/dist``."""
+    return labs_dir() / "dist"
+
+
+def site_dir() -> Path:
+    """Files the book build publishes at the site's root (``html_extra_path``)."""
+    return dist_dir() / "_site"
+
+
+def lab_names() -> list[str]:
+    """Names of all labs, from the masters ``labs/NN_name.ipynb``, sorted.
+
+    Examples
+    --------
+    >>> "00_warmup" in lab_names()
+    True
+    """
+    return sorted(p.stem for p in labs_dir().glob("[0-9][0-9]_*.ipynb"))
+
+
+def _check_lab_name(lab: str) -> str:
+    """Return ``lab`` if it is a well-formed lab name, else raise ``ValueError``."""
+    if not isinstance(lab, str) or not _LAB_NAME.match(lab):
+        raise ValueError(
+            f"{lab!r} is not a lab name; lab names look like '00_warmup' (two digits, an "
+            "underscore, a name), as in labs/00_warmup.ipynb."
+        )
+    return lab
+
+
+def master_notebook(lab: str) -> Path:
+    """The master notebook ``labs/<lab>.ipynb``; ``ValueError`` for an unknown lab."""
+    path = labs_dir() / f"{_check_lab_name(lab)}.ipynb"
+    if not path.is_file():
+        raise ValueError(f"Unknown lab {lab!r}; the labs are {lab_names()}.")
+    return path
+
+
+def student_notebook(lab: str, dist: Path | None = None) -> Path:
+    """The student notebook ``<dist>/<lab>/student/<lab>.ipynb`` (default dist: ``labs/dist``)."""
+    return Path(dist or dist_dir()) / _check_lab_name(lab) / "student" / f"{lab}.ipynb"
+
+
+def autograder_zip(lab: str, dist: Path | None = None) -> Path:
+    """The newest autograder zip of ``lab``; ``FileNotFoundError`` if it was never built.
+
+    Examples
+    --------
+    >>> autograder_zip("00_warmup").name  # doctest: +SKIP
+    '00_warmup-autograder_2026_01_01T00_00_00_000000.zip'
+    """
+    folder = Path(dist or dist_dir()) / _check_lab_name(lab) / "autograder"
+    zips = sorted(folder.glob(f"{lab}-autograder_*.zip"))
+    if not zips:
+        raise FileNotFoundError(f"No autograder zip for lab {lab!r} in {folder}; {_ASSIGN_ADVICE}.")
+    return zips[-1]
+
+
+def tests_zip_url(lab: str, site_url: str = SITE_URL) -> str:
+    """Address of the published zip of ``lab``'s public tests."""
+    return f"{site_url.rstrip('/')}/labs/{_check_lab_name(lab)}-tests.zip"
+
+
+# ------------------------------------------------------------ student grader
+def _on_colab() -> bool:
+    """Whether the notebook runs on Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def _has_tests(folder: Path) -> bool:
+    """Whether ``folder`` holds otter test files (``*.py`` defining ``OK_FORMAT``)."""
+    return folder.is_dir() and any("OK_FORMAT" in p.read_text() for p in folder.glob("*.py"))
+
+
+def fetch_tests(lab: str, dest: Path, site_url: str = SITE_URL, timeout: float = 30) -> Path:
+    """Download and unpack ``lab``'s public tests zip from the course site into ``dest``.
+
+    Parameters
+    ----------
+    lab : str
+        Lab name, e.g. ``"00_warmup"``.
+    dest : Path
+        Folder to create (or refresh) with the test files ``q1.py``, ``q2.py``, ...
+    site_url : str
+        Root address of the published course site.
+    timeout : float
+        Seconds to wait for the server.
+
+    Returns
+    -------
+    Path
+        ``dest``.
+    """
+    url = tests_zip_url(lab, site_url)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            payload = response.read()
+        archive = zipfile.ZipFile(io.BytesIO(payload))
+    except (OSError, zipfile.BadZipFile) as err:
+        raise RuntimeError(
+            f"Could not fetch the public tests of lab {lab!r} from {url} ({err}). Check the "
+            "internet connection, or upload the lab's tests folder next to this notebook."
+        ) from err
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in archive.namelist():
+        if Path(name).name != name or not name.endswith(".py"):
+            raise RuntimeError(f"Unexpected file {name!r} in {url}; expected only test files.")
+        (dest / name).write_bytes(archive.read(name))
+    return dest
+
+
+def _local_tests(lab: str) -> Path | None:
+    """A folder of ``lab``'s public tests on this machine, if there is one."""
+    for folder in (Path("tests"), student_notebook(lab).parent / "tests", Path(f"{lab}-tests")):
+        if _has_tests(folder):
+            return folder
+    return None
+
+
+def grader(lab: str, site_url: str = SITE_URL):
+    """The ``otter.Notebook`` that checks ``lab``'s public tests: ``grader.check("q1")``.
+
+    The tests are looked up, in order: in ``tests/`` beside the notebook (the
+    student notebook's folder), in a checkout's ``labs/dist/<lab>/student/tests``
+    (the master run from a clone), in ``<lab>-tests/`` (downloaded before);
+    otherwise they are downloaded from the course site into ``<lab>-tests/``
+    (Colab). Offline and without tests (the master before
+    ``python -m utils.labs assign``) a notice says so and checks will fail.
+    While otter grades a submission, this returns otter's grading notebook.
+
+    Parameters
+    ----------
+    lab : str
+        Lab name, e.g. ``"00_warmup"``.
+    site_url : str
+        Root address of the published course site (tests zips at ``labs/<lab>-tests.zip``).
+
+    Returns
+    -------
+    otter.Notebook
+
+    Examples
+    --------
+    >>> grader = grader("00_warmup")  # doctest: +SKIP
+    >>> grader.check("q1")            # doctest: +SKIP
+    """
+    import otter
+
+    from . import config  # imports torch: only where needed, not in the grading processes
+
+    _check_lab_name(lab)
+    if otter.Notebook._grading_mode:
+        return otter.Notebook()
+    folder = _local_tests(lab)
+    if folder is None and (_on_colab() or not config.offline()):
+        try:
+            folder = fetch_tests(lab, Path(f"{lab}-tests"), site_url)
+        except RuntimeError as err:
+            if _on_colab():
+                raise
+            print(f"NOTICE - {err}")
+    if folder is None:
+        print(f"NOTICE - the public tests of lab {lab!r} are not available here; {_ASSIGN_ADVICE}.")
+        folder = Path("tests")
+    return otter.Notebook(tests_dir=str(folder))
+
+
+# -------------------------------------------------------------------- assign
+def _zip_tests(tests: Path, target: Path) -> Path:
+    """Zip the test files of folder ``tests`` (flat) into ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(tests.glob("*.py")):
+            archive.write(path, path.name)
+    return target
+
+
+def assign(lab: str, dist: Path | None = None, run_tests: bool = True) -> Path:
+    """Build ``lab``'s student notebook, autograder zip and public tests zip with ``otter assign``.
+
+    Parameters
+    ----------
+    lab : str
+        Lab name, e.g. ``"00_warmup"``.
+    dist : Path or None
+        Build folder (default ``labs/dist``); the lab goes to ``<dist>/<lab>/`` (replaced).
+    run_tests : bool
+        Let otter run the tests against the solutions (slower; proves the master passes).
+
+    Returns
+    -------
+    Path
+        The student notebook.
+    """
+    master = master_notebook(lab)
+    dist = Path(dist or dist_dir())
+    out = dist / lab
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "otter", "assign", "--no-pdfs", str(master), str(out)]
+    if not run_tests:
+        command.insert(4, "--no-run-tests")
+    done = subprocess.run(command, cwd=master.parent, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"otter assign failed for lab {lab!r}:\n{done.stdout}\n{done.stderr}")
+    _zip_tests(out / "student" / "tests", dist / "_site" / "labs" / f"{lab}-tests.zip")
+    return student_notebook(lab, dist)
+
+
+# --------------------------------------------------------------------- grade
+@dataclass
+class Grade:
+    """Scores of one submission: ``{question: points}``, and why it failed, if it did."""
+
+    submission: str
+    scores: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def total(self) -> float:
+        """Sum of the question scores."""
+        return sum(self.scores.values())
+
+
+def question_points(lab: str, dist: Path | None = None) -> dict[str, float]:
+    """``{question: points possible}`` read from ``lab``'s autograder zip."""
+    from otter.nbmeta_config import NBMetadataConfig
+    from otter.test_files import create_test_file
+
+    points = {}
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(autograder_zip(lab, dist)) as ag:
+        names = [n for n in ag.namelist() if re.fullmatch(r"tests/[^/]+\.py", n)]
+        ag.extractall(tmp, members=names)
+        for name in sorted(names, key=_natural_key):
+            test = create_test_file(str(Path(tmp) / name), NBMetadataConfig())
+            points[test.name] = test.possible
+    return points
+
+
+def _natural_key(text: str) -> list:
+    """Sort key that puts q2 before q10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _check_notebook(path: Path) -> str:
+    """Why ``path`` cannot be graded as a notebook, or ``""`` if it can."""
+    import nbformat
+
+    if path.suffix == ".zip":
+        return ""
+    if path.suffix != ".ipynb":
+        return f"not a notebook (a {path.suffix or 'suffix-less'} file); submit the .ipynb file"
+    try:
+        nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises several unrelated exception types
+        return f"not a readable notebook ({type(err).__name__}: {str(err)[:200]})"
+    return ""
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill process ``pid`` and all its descendants (a grading process and its kernel)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        processes = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=10)
+
+
+def _run_isolated(command: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+    """Run ``command``; ``None`` if it outlived ``timeout`` seconds (then it is killed)."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(process.pid)
+            process.communicate()
+            return None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _with_assignment_name(submission: Path, lab: str, folder: Path) -> Path:
+    """``submission``, or a copy in ``folder`` labelled as ``lab`` if it lost otter's label.
+
+    otter refuses a notebook whose metadata names another lab (a wrong-lab
+    submission); a notebook without the label (metadata dropped by an editor)
+    is graded as ``lab``.
+    """
+    import nbformat
+
+    if submission.suffix != ".ipynb":
+        return submission
+    nb = nbformat.read(submission, as_version=4)
+    if nb.metadata.get("otter", {}).get("assignment_name"):
+        return submission
+    nb.metadata.setdefault("otter", {})["assignment_name"] = lab
+    copy = folder / submission.name
+    nbformat.write(nb, copy)
+    return copy
+
+
+def grade_submission(submission: Path, lab: str, ag_zip: Path, timeout: float = 300) -> Grade:
+    """Grade one submission with ``otter run`` in its own process, within ``timeout`` seconds.
+
+    Never raises for a bad submission: a file that is not a notebook, a run
+    that crashes or exceeds ``timeout`` gives a ``Grade`` with no scores and
+    the reason in ``error``. A cell that raises only costs the questions that
+    depend on it (otter keeps executing the later cells).
+
+    Parameters
+    ----------
+    submission : Path
+        A student's ``.ipynb`` (or otter's export ``.zip``).
+    lab : str
+        The lab it answers; a notebook that lost otter's metadata is graded as this lab.
+    ag_zip : Path
+        The lab's autograder zip (:func:`autograder_zip`).
+    timeout : float
+        Seconds allowed, kernel start included.
+
+    Returns
+    -------
+    Grade
+    """
+    submission = Path(submission)
+    grade = Grade(submission.name)
+    grade.error = _check_notebook(submission)
+    if grade.error:
+        return grade
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "scores.json"
+        notebook = _with_assignment_name(submission, lab, Path(tmp))
+        command = [
+            sys.executable,
+            "-m",
+            "utils.labs",
+            "_run",
+            str(ag_zip),
+            str(notebook),
+            str(result),
+        ]
+        done = _run_isolated(command, timeout)
+        if done is None:
+            grade.error = f"timed out after {timeout:g} s (an endless loop?); not graded"
+        elif done.returncode != 0 or not result.is_file():
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            grade.error = f"grading failed: {last[:300]}"
+        else:
+            grade.scores = json.loads(result.read_text())
+    return grade
+
+
+def _run_otter(ag_zip: str, submission: str, result: str) -> None:
+    """Child-process side of :func:`grade_submission`: ``otter run``, scores to JSON."""
+    from otter.run import main as otter_run
+
+    with tempfile.TemporaryDirectory() as out:
+        results = otter_run(submission, autograder=ag_zip, output_dir=out, no_logo=True)
+    if results.has_catastrophic_failure():
+        raise RuntimeError(f"otter could not grade {submission}: {results.summary()}")
+    scores = {name: test.score for name, test in results.results.items()}
+    Path(result).write_text(json.dumps(scores))
+
+
+def _submissions(folder: Path) -> list[Path]:
+    """The files of ``folder`` to grade (hidden files and folders skipped), sorted."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Submissions folder {folder} does not exist.")
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def write_csv(grades: list[Grade], points: dict[str, float], path: Path) -> Path:
+    """Write one row per submission: file, question scores, total, possible, error."""
+    questions = list(points)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["submission", *questions, "total", "possible", "error"])
+        for g in grades:
+            scores = [g.scores.get(q, 0.0) for q in questions]
+            writer.writerow([g.submission, *scores, sum(scores), sum(points.values()), g.error])
+    return Path(path)
+
+
+def grade(
+    lab: str,
+    submissions: Path,
+    output: Path | None = None,
+    timeout: float = 300,
+    dist: Path | None = None,
+) -> list[Grade]:
+    """Grade every file in ``submissions`` against ``lab``'s autograder; optionally write a CSV.
+
+    Parameters
+    ----------
+    lab : str
+        Lab name, e.g. ``"00_warmup"``.
+    submissions : Path
+        Folder of submitted notebooks (``.ipynb``, or otter's export ``.zip``).
+    output : Path or None
+        CSV file to write (see :func:`write_csv`).
+    timeout : float
+        Seconds allowed per submission.
+    dist : Path or None
+        Build folder of :func:`assign` (default ``labs/dist``).
+
+    Returns
+    -------
+    list of Grade
+        One per submission, in file-name order.
+    """
+    master_notebook(lab)
+    ag_zip = autograder_zip(lab, dist)
+    points = question_points(lab, dist)
+    grades = []
+    for path in _submissions(Path(submissions)):
+        grades.append(grade_submission(path, lab, ag_zip, timeout))
+        g = grades[-1]
+        print(f"{g.submission}: {g.total:g} / {sum(points.values()):g} {g.error}".rstrip(), flush=True)
+    if output is not None:
+        write_csv(grades, points, Path(output))
+    return grades
+
+
+# ------------------------------------------------------------------- release
+def release(target: Path, names: list[str] | None = None, dist: Path | None = None) -> list[Path]:
+    """Bundle every assigned lab into one folder an instructor can hand out.
+
+    Per lab, ``target/<lab>-student.zip`` holds the student notebook with its
+    public ``tests/`` folder (what a student uploads to Colab or an LMS), and
+    ``target/<lab>-autograder.zip`` is the autograder (all tests, for
+    ``grade``). Needs ``assign`` first; returns the files written.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for lab in names or lab_names():
+        student = student_notebook(lab, dist).parent
+        if not student.exists():
+            raise FileNotFoundError(f"{student} is missing; {_ASSIGN_ADVICE}.")
+        bundle = shutil.make_archive(str(target / f"{lab}-student"), "zip", root_dir=student)
+        grader_zip = shutil.copyfile(autograder_zip(lab, dist), target / f"{lab}-autograder.zip")
+        written += [Path(bundle), Path(grader_zip)]
+    return written
+
+
+# ----------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m utils.labs``."""
+    parser = argparse.ArgumentParser(prog="python -m utils.labs", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p_assign = commands.add_parser("assign", help="build student notebooks and autograder zips")
+    p_assign.add_argument("labs", nargs="*", help="lab names (default: all)")
+    p_grade = commands.add_parser("grade", help="grade a folder of submissions into a CSV")
+    p_grade.add_argument("lab")
+    p_grade.add_argument("submissions", type=Path)
+    p_grade.add_argument("-o", "--output", type=Path, default=Path("scores.csv"))
+    p_grade.add_argument("--timeout", type=float, default=300, help="seconds per submission")
+    p_release = commands.add_parser("release", help="zip student bundles and autograders into one folder")
+    p_release.add_argument("target", type=Path)
+    p_release.add_argument("labs", nargs="*", help="lab names (default: all)")
+    p_run = commands.add_parser("_run", help=argparse.SUPPRESS)
+    p_run.add_argument("ag_zip")
+    p_run.add_argument("submission")
+    p_run.add_argument("result")
+    return parser
+
+
+def _assign_all(names: list[str]) -> int:
+    """Assign every lab of ``names``, going on past failures; 1 if any failed."""
+    failed = []
+    for lab in names:
+        try:
+            print(f"{lab}: {assign(lab)}", flush=True)
+        except (ValueError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            failed.append(lab)
+    if failed:
+        print(f"error: could not assign {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m utils.labs``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "assign":
+            return _assign_all(args.labs or lab_names())
+        elif args.command == "grade":
+            grade(args.lab, args.submissions, args.output, args.timeout)
+            print(f"scores written to {args.output}")
+        elif args.command == "release":
+            for path in release(args.target, args.labs or None):
+                print(path)
+        else:
+            _run_otter(args.ag_zip, args.submission, args.result)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,10 @@
 * The widget manager typesets labels with MathJax 2's ``MathJax.Hub.Queue``;
   the book loads MathJax 3, so every widget logged a TypeError. Widget pages
   get a two-line ``Hub.Queue`` that forwards to MathJax 3's typesetter.
+* Student lab notebooks are built by ``python -m utils.labs assign``, not
+  committed, so a launch button pointing at the main branch would open
+  nothing. The publishing workflow pushes them to the branch named by
+  ``course_labs_branch`` (same paths), and lab pages launch from there.
 """
 
 WIDGET_MANAGER = "@jupyter-widgets/html-manager"
@@ -40,7 +44,27 @@ def _tidy_scripts(app, pagename, templatename, context, doctree):
     context["script_files"][:] = scripts
 
 
+def _rewrite_urls(node, old: str, new: str):
+    if isinstance(node, dict):
+        return {k: _rewrite_urls(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_urls(v, old, new) for v in node]
+    if isinstance(node, str) and node.startswith("https://"):
+        return node.replace(f"/blob/{old}/", f"/blob/{new}/").replace(f"/{old}?urlpath=", f"/{new}?urlpath=")
+    return node
+
+
+def _launch_labs_from_their_branch(app, pagename, templatename, context, doctree):
+    if pagename.startswith("labs/dist/") and "header_buttons" in context:
+        main = app.config.html_theme_options.get("repository_branch", "main")
+        rewritten = _rewrite_urls(context["header_buttons"], main, app.config.course_labs_branch)
+        context["header_buttons"][:] = rewritten
+
+
 def setup(app):
+    app.add_config_value("course_labs_branch", "student-labs", "html")
+    # After sphinx-book-theme has made the launch buttons (priority 501).
+    app.connect("html-page-context", _launch_labs_from_their_branch, priority=999)
     # Last, after myst-nb has added the page's widget scripts.
     app.connect("html-page-context", _tidy_scripts, priority=999)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

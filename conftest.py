@@ -19,6 +19,12 @@ os.environ.setdefault("CNN_TOPICS_FAST", "1")
 os.environ.setdefault("CNN_TOPICS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# pytest-xdist runs one notebook per worker: share the cores instead of letting
+# every kernel's torch and BLAS start one thread per core (oversubscribed
+# OpenMP threads spin and made small jobs ten times slower).
+_threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, str(_threads))
 
 import pytest  # noqa: E402
 

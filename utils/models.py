@@ -38,6 +38,7 @@ __all__ = [
     "train_classifier",
     "accuracy",
     "predict",
+    "atomic_save",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -264,8 +265,11 @@ def accuracy(model: nn.Module, data: Dataset, batch_size: int = 256) -> float:
     return (predict(model, data, batch_size) == labels).float().mean().item()
 
 
-def _atomic_save(state: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: parallel runs never see half a file."""
+def atomic_save(state: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename it into place.
+
+    Parallel runs (test workers, two kernels) never see half a file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
@@ -316,7 +320,7 @@ def mnist_cnn(
         subset = torch.utils.data.TensorDataset(train.tensors[0][keep], train.tensors[1][keep])
         train_classifier(model.to(config.device()), subset, epochs=epochs, seed=seed)
         if cache:
-            _atomic_save(model.state_dict(), path)
+            atomic_save(model.state_dict(), path)
     model.is_pretrained = True
     model.arch = "mnist_cnn"
     return model.eval().to(config.device())

@@ -290,10 +290,11 @@ def class_model_widget(model, class_names=None, size=None, steps: int = 60) -> w
     percentile.
     """
     import torch
+    from torch import nn
 
     from . import plotting, visualize
 
-    channels = visualize._first_conv(model).in_channels
+    channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
     size = size or (28 if channels == 1 else 128)
     with torch.no_grad():
         num_classes = model(torch.zeros(1, channels, size, size)).shape[1]

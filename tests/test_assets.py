@@ -1,13 +1,10 @@
 """utils.assets: the real download path (served on 127.0.0.1), hash checks,
 fallbacks, bundled images and both MNIST sources."""
 
-import functools
 import gzip
 import hashlib
-import http.server
 import re
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +26,12 @@ def cache(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, serve):
     """A static file server on 127.0.0.1 over tmp_path/www; yields (folder, base_url)."""
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
+    with serve(root) as url:
+        yield root, url
 
 
 def _png(path: Path, color=(200, 30, 60), size=(40, 30)) -> str:

@@ -17,9 +17,7 @@ import ast
 import csv
 import fnmatch
 import functools
-import http.server
 import inspect
-import threading
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -288,19 +286,14 @@ def test_toc_shows_the_student_version_of_every_lab(dist):
 
 # ------------------------------------------- the students' grader, offline
 @pytest.fixture
-def site(tmp_path):
+def site(tmp_path, serve):
     """A local HTTP server publishing ``labs/<lab>-tests.zip`` like the course site."""
     root = tmp_path / "site"
     (root / "labs").mkdir(parents=True)
     with zipfile.ZipFile(root / "labs" / "00_demo-tests.zip", "w") as archive:
         archive.writestr("q1.py", "OK_FORMAT = False\nname = 'q1'\npoints = 1\n")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serve(root) as url:
+        yield url
 
 
 def test_grader_downloads_the_public_tests(site, tmp_path, monkeypatch):

@@ -9,12 +9,9 @@ named by ``CNN_TOPICS_SITE_JS`` (`.ci/run` fills it); any other outside request
 is refused and fails the page. Screenshots land in `_build/screenshots/`.
 """
 
-import functools
-import http.server
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -53,13 +50,9 @@ PAGES += sorted(p.relative_to(SITE).as_posix() for p in SITE.glob("labs/dist/*/s
 
 
 @pytest.fixture(scope="module")
-def server():
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
+def server(serve):
+    with serve(SITE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def test_missing_weights_fall_back_to_seeded_random_init(hub, capsys):
     assert not models.is_pretrained(a)
     assert "ImageNet weights for squeezenet1_1 are unavailable" in capsys.readouterr().out
     b = models.pretrained("squeezenet1_1")
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def test_corrupt_cached_weights_fall_back(hub, capsys):
@@ -110,7 +110,7 @@ def test_train_classifier_learns_and_updates_only_trainable_parameters():
     data = _blobs()
     history = models.train_classifier(net, data, epochs=2, lr=3e-3, test_data=data, progress=False)
     assert history["test_acc"][-1] > 0.95 and len(history["train_acc"]) == 2
-    assert all(torch.equal(p, q) for p, q in zip(net.conv1.parameters(), frozen))
+    assert all(torch.equal(p, q) for p, q in zip(net.conv1.parameters(), frozen, strict=True))
     assert not net.training
 
 
@@ -141,7 +141,7 @@ def test_mnist_cnn_is_cached_and_reloaded_identically(monkeypatch, tmp_path):
     saved = list((tmp_path / "models").glob("mnist_cnn_*.pt"))
     assert len(saved) == 1 and models.is_pretrained(first)
     second = models.mnist_cnn(digits=(0, 1), epochs=1)
-    assert all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters(), strict=True))
     assert torch.load(saved[0], weights_only=True).keys() == first.state_dict().keys()
 
 

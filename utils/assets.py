@@ -18,8 +18,8 @@ back to a stated bundled image, announced once with
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np

@@ -130,7 +130,8 @@ def markdown_table(results: list[Measurement]) -> str:
     by_nb: dict[str, dict[str, Measurement]] = {}
     for m in results:
         by_nb.setdefault(m.notebook, {})[m.mode] = m
-    lines = ["| notebook | fast: time | fast: peak memory | full: time | full: peak memory | device | fallbacks active |",
+    lines = ["| notebook | fast: time | fast: peak memory | full: time | full: peak memory | device "
+             "| fallbacks active |",
              "|---|---:|---:|---:|---:|---|---|"]
     for nb, modes in sorted(by_nb.items()):
         fast, full = modes.get("fast"), modes.get("full")

@@ -221,7 +221,8 @@ def train_classifier(
     history: dict[str, list[float]] = {"loss": [], "train_acc": []}
     if test_data is not None:
         history["test_acc"] = []
-    bar = tqdm(total=epochs * len(loader), desc="training", disable=not progress, leave=False)
+    # Pass `disable` only to switch the bar off: an explicit False would override TQDM_DISABLE.
+    bar = tqdm(total=epochs * len(loader), desc="training", leave=False, **({} if progress else {"disable": True}))
     for _ in range(epochs):
         model.train()
         correct = seen = 0

@@ -430,7 +430,7 @@ def style_widget(content: str = "tubingen", style: str = "starry_night", ratio: 
     from . import style as neural_style
 
     size = size or config.pick(full=128, fast=48)
-    steps = steps or config.pick(full=40, fast=5)
+    steps = steps or config.pick(full=25, fast=5)
     layer_sets = {"block 1 only": ("relu1_1",), "blocks 1-2": ("relu1_1", "relu2_1"),
                   "blocks 1-3": ("relu1_1", "relu2_1", "relu3_1"), "all five blocks": neural_style.STYLE_LAYERS}
     if layers not in layer_sets:

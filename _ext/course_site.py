@@ -35,8 +35,11 @@ def _tidy_scripts(app, pagename, templatename, context, doctree):
     scripts = list(unique.values())
     for i, script in enumerate(scripts):
         if f"/{WIDGET_MANAGER}@" in (script.filename or ""):
-            folder = script.filename.rsplit("/dist/", 1)[0]
-            body = f'require.config({{paths: {{"{WIDGET_MANAGER}": "{folder}"}}}});'
+            # Two module ids: the manager itself (the script, whose folder holds the fonts)
+            # and its dist/ sub-modules; require.js takes the longest matching prefix.
+            dist = script.filename.rsplit("/dist/", 1)[0] + "/dist"
+            paths = f'"{WIDGET_MANAGER}": "{script.filename.removesuffix(".js")}", "{WIDGET_MANAGER}/dist": "{dist}"'
+            body = f"require.config({{paths: {{{paths}}}}});"
             scripts[i:i] = [type(script)("", priority=script.priority, body=code)
                             for code in (body, MATHJAX2_QUEUE)]
             break

@@ -69,6 +69,18 @@ def browser():
         browser.close()
 
 
+# For each widget view whose model carries the "try-it" class (utils.widgets.live_figure):
+# does its cell's output also hold an image?
+TRY_IT_PANELS_HAVE_FIGURES = """() => {
+  const stateTag = document.querySelector("script[type='application/vnd.jupyter.widget-state+json']");
+  const models = stateTag ? JSON.parse(stateTag.textContent).state : {};
+  const isPanel = (id) => ((models[id] || {}).state || {})._dom_classes?.includes("try-it");
+  return [...document.querySelectorAll("script[type='application/vnd.jupyter.widget-view+json']")]
+    .filter((tag) => isPanel(JSON.parse(tag.textContent).model_id))
+    .map((tag) => !!tag.closest(".cell_output") && tag.closest(".cell_output").querySelectorAll("img").length > 0);
+}"""
+
+
 def _mirror(route, refused: list[str]) -> None:
     url = route.request.url
     if url.startswith("http://127.0.0.1"):
@@ -152,12 +164,11 @@ def test_page_in_a_browser(server, browser, bibliography_ids, page_path):
             assert images, f"{page_path} shows no figure"
             if not page_path.startswith("chapters/00"):
                 assert cites, f"{page_path} cites no paper"
-        # Every widget is preceded, in its own cell output, by its static figure.
-        widgets = page.eval_on_selector_all(
-            "script[type='application/vnd.jupyter.widget-view+json']",
-            "els => els.map(e => !!e.closest('.cell_output') && "
-            "e.closest('.cell_output').querySelectorAll('img').length > 0)")
-        assert all(widgets), f"{widgets.count(False)} widget(s) without a static figure"
+        # Every "Try it" panel (not, e.g., a progress bar) comes with its static figure.
+        panels = page.evaluate(TRY_IT_PANELS_HAVE_FIGURES)
+        assert all(panels), f"{panels.count(False)} Try-it panel(s) without a static figure"
+        if page_path.startswith("chapters/"):
+            assert panels, f"{page_path} has no Try-it widget"
     finally:
         context.close()
 

@@ -73,8 +73,9 @@ def live_figure(
     else:
         for control in controls.values():
             control.observe(redraw, names="value")
-    return widgets.VBox([widgets.HBox(boxes, layout=widgets.Layout(flex_flow="row wrap")),
-                         widgets.HTML(f"<i>{hint}</i>"), out])
+    panel = widgets.VBox([widgets.HBox(boxes, layout=widgets.Layout(flex_flow="row wrap")),
+                          widgets.HTML(f"<i>{hint}</i>"), out])
+    return panel.add_class("try-it")  # lets the site's tests find every "Try it" panel
 
 
 def try_it(

@@ -81,11 +81,11 @@ def test_project_linf_is_the_closed_form_projection():
     torch.testing.assert_close(adv.project_linf(x_adv, x, 0.1), expected)
 
 
-def test_input_gradient_matches_finite_differences(small_model):
+def test_loss_gradient_matches_finite_differences(small_model):
     model = copy.deepcopy(small_model).double()
     x, y = _batch(2)
     x = x.double().clamp(0.05, 0.95)  # stay inside [0, 1] for the ± h probes
-    grad = adv.input_gradient(model, x, y)
+    grad = adv.loss_gradient(model, x, y)
     h, loss = 1e-6, lambda z: torch.nn.functional.cross_entropy(model(z), y, reduction="sum").item()
     for index in [(0, 0, 3, 4), (0, 0, 14, 14), (1, 0, 20, 9)]:
         e = torch.zeros_like(x)
@@ -111,7 +111,7 @@ def test_mode_flags_and_inputs_are_restored(small_model):
     x_copy, y_copy = x.clone(), y.clone()
     adv.fgsm(model, x, y, 0.1)
     adv.pgd(model, x, y, 0.1, 0.02, 2, seed=0)
-    adv.input_gradient(model, x, y)
+    adv.loss_gradient(model, x, y)
     adv.fooling_image(model, x[0], target=3, max_steps=2)
     adv.robust_accuracy(model, torch.utils.data.TensorDataset(x, y), "fgsm", eps=0.1)
     assert model.training and [p.requires_grad for p in model.parameters()] == flags

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import assets, config, models, plotting
 
 __all__ = [
-    "input_gradient",
+    "loss_gradient",
     "fooling_image",
     "fgsm",
     "project_linf",
@@ -123,7 +123,7 @@ def _device(model: nn.Module) -> torch.device:
 # -------------------------------------------------------------------- attacks
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Gradient of the cross-entropy loss with respect to the input pixels.
 
     .. math:: g = \nabla_x J(\theta, x, y), \qquad J = -\log \operatorname{softmax}(f_\theta(x))_y
@@ -151,7 +151,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 
     Examples
     --------
-    >>> g = input_gradient(models.mnist_cnn(), x, y)   # x (B, 1, 28, 28), y (B,)
+    >>> g = loss_gradient(models.mnist_cnn(), x, y)   # x (B, 1, 28, 28), y (B,)
     """
     _check_model(model)
     _check_images(x)
@@ -274,7 +274,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, targete
     """
     _check_attack_inputs(model, x, y, eps)
     direction = -1.0 if targeted else 1.0
-    step = direction * eps * input_gradient(model, x, y).sign()
+    step = direction * eps * loss_gradient(model, x, y).sign()
     return (x.detach() + step).clamp(0, 1)
 
 
@@ -380,7 +380,7 @@ def pgd(
         x_adv = project_linf(x + (2 * noise - 1) * eps, x, eps)
     direction = -1.0 if targeted else 1.0
     for _ in range(steps):
-        x_adv = project_linf(x_adv + direction * alpha * input_gradient(model, x_adv, y).sign(), x, eps)
+        x_adv = project_linf(x_adv + direction * alpha * loss_gradient(model, x_adv, y).sign(), x, eps)
     return x_adv
 
 

@@ -1,6 +1,7 @@
-"""utils.assets: the real download path (served on 127.0.0.1), hash checks,
-fallbacks, bundled images and both MNIST sources."""
+"""utils.assets: the course images shipped in the package, the optional-download path
+(served on 127.0.0.1) with its hash checks, and both MNIST sources."""
 
+import dataclasses
 import gzip
 import hashlib
 import re
@@ -39,90 +40,110 @@ def _png(path: Path, color=(200, 30, 60), size=(40, 30)) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _register(monkeypatch, sha256: str, base_url: str) -> None:
-    asset = assets.ImageAsset("served", "a served test image", "test", filename="served.png",
-                              sha256=sha256, fallback="coffee", base_url=base_url)
-    monkeypatch.setitem(assets._ASSETS, "served", asset)
+def _register(monkeypatch, url: str, known_hash: str) -> None:
+    record = assets.Download("served", url + "served.png", known_hash, "a served test file")
+    monkeypatch.setitem(assets._DOWNLOADS, "served", record)
 
 
 def test_download_fetches_checks_hash_and_caches(cache, server, monkeypatch):
     root, url = server
     sha = _png(root / "served.png")
-    _register(monkeypatch, sha, url)
-    x = assets.load_image("served")
-    assert x.shape == (3, 30, 40)
-    assert torch.allclose(x[:, 0, 0], torch.tensor([200, 30, 60]) / 255.0)
-    assert (cache / "images" / "served.png").exists()
+    _register(monkeypatch, url, f"sha256:{sha}")
+    path = assets.download("served")
+    assert Path(path) == cache / "downloads" / "served.png"
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
     (root / "served.png").unlink()  # a second call must not need the server
-    assert torch.equal(assets.load_image("served"), x)
+    assert assets.download("served") == path
+
+
+def test_md5_records_are_checked_too(cache, server, monkeypatch):
+    root, url = server
+    _png(root / "served.png")
+    _register(monkeypatch, url, "md5:" + hashlib.md5((root / "served.png").read_bytes()).hexdigest())
+    assert Path(assets.download("served")).exists()
 
 
 def test_wrong_hash_is_refused_and_leaves_no_file(cache, server, monkeypatch):
     root, url = server
     _png(root / "served.png")
-    _register(monkeypatch, "0" * 64, url)
+    _register(monkeypatch, url, "sha256:" + "0" * 64)
     with pytest.raises(ValueError, match="(?i)hash"):
         assets.download("served")
-    assert not (cache / "images" / "served.png").exists()
+    assert not list((cache / "downloads").glob("*"))
 
 
-def test_failed_download_falls_back_visibly(cache, server, monkeypatch, capsys):
-    _, url = server  # serves nothing: 404
-    _register(monkeypatch, "0" * 64, url)
-    monkeypatch.setattr(config, "_FALLBACKS", {})
-    x = assets.load_image("served", size=32)
-    assert "could not be downloaded" in capsys.readouterr().out
-    assert torch.equal(x, assets.load_image("coffee", size=32))
-    assert "image:served" in config.active_fallbacks()
-
-
-def test_offline_uses_cache_only(monkeypatch, tmp_path, capsys):
+def test_offline_downloads_use_the_cache_only(monkeypatch, tmp_path):
     monkeypatch.setenv("CNN_TOPICS_DATA", str(tmp_path))
     monkeypatch.setenv("CNN_TOPICS_OFFLINE", "1")
-    monkeypatch.setattr(config, "_FALLBACKS", {})
     with pytest.raises(OSError, match="not in the cache"):
+        assets.download("imagenette2-160")
+    with pytest.raises(ValueError, match="Unknown download"):
         assets.download("starry_night")
-    x = assets.load_image("starry_night", size=24)
-    assert "using the bundled image 'hubble'" in capsys.readouterr().out
-    assert torch.equal(x, assets.load_image("hubble", size=24))
 
 
-def test_registry_matches_the_published_urls_and_hashes():
-    """Pinned URLs point at one commit; hashes match the mirror's README when it is there."""
-    downloadable = {a.name: a for a in assets._ASSETS.values() if a.filename}
-    assert set(downloadable) == {"starry_night", "shipwreck", "the_scream", "woman_with_hat", "tubingen"}
-    for a in downloadable.values():
-        assert re.fullmatch(r"https://raw\.githubusercontent\.com/jcjohnson/neural-style/[0-9a-f]{40}/examples/inputs/",
-                            a.base_url)
-        assert re.fullmatch(r"[0-9a-f]{64}", a.sha256) and a.fallback in assets._ASSETS
+def test_the_course_images_are_the_published_files_and_need_no_network(monkeypatch, tmp_path):
+    """Shipped in the package: their hashes are those of the pinned source, and of the mirror's README."""
+    monkeypatch.setenv("CNN_TOPICS_DATA", str(tmp_path))
+    monkeypatch.setenv("CNN_TOPICS_OFFLINE", "1")
+    shipped = {a.name: a for a in assets._ASSETS.values() if a.filename}
+    assert set(shipped) == {"starry_night", "shipwreck", "the_scream", "woman_with_hat", "tubingen"}
+    folder = Path(assets.__file__).parent / "data" / "images"
+    for a in shipped.values():
+        assert hashlib.sha256((folder / a.filename).read_bytes()).hexdigest() == a.sha256
+        assert re.fullmatch(r"https://raw\.githubusercontent\.com/jcjohnson/neural-style/[0-9a-f]{40}/examples/"
+                            r"inputs/" + re.escape(a.filename), a.url)
+        x = assets.load_image(a.name, size=32)
+        assert x.shape[0] == 3 and min(x.shape[1:]) == 32
+    assert not config.active_fallbacks().keys() & {f"image:{name}" for name in shipped}
     readme = SHARED / "README.md"
-    if not readme.exists():
-        pytest.skip("local image mirror not present")
-    table = dict(re.findall(r"\| (\S+\.jpg) \| \d+ \| ([0-9a-f]{64}) \|", readme.read_text()))
-    for a in downloadable.values():
-        assert table[a.filename] == a.sha256
-        mirrored = SHARED / "images" / a.filename
-        if mirrored.exists():
-            assert hashlib.sha256(mirrored.read_bytes()).hexdigest() == a.sha256
+    if readme.exists():
+        table = dict(re.findall(r"\| (\S+\.jpg) \| \d+ \| ([0-9a-f]{64}) \|", readme.read_text()))
+        assert {a.filename: a.sha256 for a in shipped.values()} == table
 
 
-@pytest.mark.parametrize("name", [a["name"] for a in assets.list_images() if a["source"] == "bundled"])
-def test_bundled_images_are_rgb_in_unit_range(name):
+def test_a_damaged_copy_is_refused(monkeypatch):
+    damaged = dataclasses.replace(assets._ASSETS["shipwreck"], sha256="0" * 64)
+    monkeypatch.setitem(assets._ASSETS, "shipwreck", damaged)
+    with pytest.raises(OSError, match="damaged.*reinstall"):
+        assets.load_image("shipwreck")
+
+
+@pytest.mark.parametrize("name", [a["name"] for a in assets.list_images()])
+def test_every_image_is_rgb_in_unit_range(name):
     x = assets.load_image(name, size=32)
     assert x.dtype == torch.float32 and x.shape[0] == 3 and min(x.shape[1:]) == 32
     assert 0.0 <= x.min() and x.max() <= 1.0
 
 
-def test_resize_keeps_aspect_ratio():
+def test_the_paintings_are_the_real_ones():
+    """Mean colours tell the paintings apart: the Starry Night is blue, the Scream orange-red."""
+    night = assets.load_image("starry_night", size=64).mean((1, 2))
+    scream = assets.load_image("the_scream", size=64).mean((1, 2))
+    assert night[2] > night[0] and scream[0] > scream[2]
+
+
+def test_resize_keeps_aspect_ratio_or_takes_a_shape():
     full = assets.load_image("chelsea")
     small = assets.load_image("chelsea", size=100)
     assert small.shape[1] == 100
     assert abs(small.shape[2] / small.shape[1] - full.shape[2] / full.shape[1]) < 0.02
+    assert assets.resize(full[None], (20, 30)).shape == (1, 3, 20, 30)
+    with pytest.raises(TypeError, match="size"):
+        assets.resize(full, 2.5)
 
 
-def test_list_images_has_credit_for_every_image():
+def test_every_image_has_a_complete_credit():
     for info in assets.list_images():
-        assert info["credit"] and info["title"] and info["source"] in {"download", "bundled"}
+        assert info["title"] and info["author"] and info["rights"]
+        assert info["source"] in {"course package", "installed package"}
+        assert bool(info["url"]) == (info["source"] == "course package")
+
+
+def test_the_credits_page_credits_every_image():
+    page = (Path(__file__).resolve().parents[1] / "credits.md").read_text()
+    for info in assets.list_images():
+        for field in ("title", "author", "rights", "url"):
+            assert info[field] in page, (info["name"], field)
 
 
 @pytest.mark.parametrize("name, size, error, match", [
@@ -134,11 +155,6 @@ def test_list_images_has_credit_for_every_image():
 def test_bad_image_requests_get_a_sentence(name, size, error, match):
     with pytest.raises(error, match=match):
         assets.load_image(name, size)
-
-
-def test_bundled_images_have_nothing_to_download():
-    with pytest.raises(ValueError, match="bundled"):
-        assets.download("chelsea")
 
 
 # --------------------------------------------------------------------------- MNIST

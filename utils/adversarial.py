@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+import ipywidgets
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -33,7 +34,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from . import assets, config, models, plotting
+from . import assets, config, core, models, plotting, widgets
 
 __all__ = [
     "loss_gradient",
@@ -439,7 +440,7 @@ def robust_accuracy(
         x, y = x.to(dev), y.to(dev)
         if attack is not None:
             x = attack(model, x, y, **attack_kwargs)
-        correct += (models.predict(model, x) == y.cpu()).sum().item()
+        correct += (core.predict(model, x) == y.cpu()).sum().item()
     return correct / len(data)
 
 
@@ -658,7 +659,7 @@ def robust_mnist_cnn(
     else:
         adversarial_training(model, train, eps, 2.5 * eps / steps, steps, epochs=epochs, seed=seed)
         if cache:
-            models.atomic_save(model.state_dict(), path)
+            core.atomic_save(model.state_dict(), path)
     model.arch = "robust_mnist_cnn"
     return model.eval()
 
@@ -714,3 +715,47 @@ def plot_gradients(gradients: Mapping[str, torch.Tensor], images: torch.Tensor) 
         axes[r, 0].set_ylabel(name, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------- Try it
+
+
+def adversarial_widget(model, image, label: int, labels=None, eps: float = 0.1, eps_max: float = 0.3,
+                       steps: int = 10) -> ipywidgets.VBox:
+    """Chapter 6: an ε slider and an attack choice (FGSM or PGD) for one image.
+
+    Shows the original image, the perturbation (rescaled so that it is
+    visible; grey = unchanged) and the adversarial image, each titled with the
+    model's top-3 predictions.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier taking [0, 1] pixels.
+    image : Tensor, shape (C, H, W)
+        Image in [0, 1].
+    label : int
+        Its true class (the attack moves away from it).
+    labels : sequence of str, optional
+        Class names (default: the class indices).
+    eps, eps_max : float
+        Initial and largest L∞ budget of the slider.
+    steps : int, default=10
+        PGD iterations (step α = 2.5 ε / steps).
+    """
+    y = torch.tensor([int(label)])
+
+    def draw(eps: float, attack: str):
+        x = image.unsqueeze(0)
+        if attack == "FGSM":
+            x_adv = fgsm(model, x, y, eps)
+        else:
+            x_adv = pgd(model, x, y, eps, alpha=2.5 * eps / steps, steps=steps, seed=0)
+        return plot_attack(model, image, x_adv[0], labels, title=f"{attack}, ε = {eps:.3f}")
+
+    return widgets.try_it(
+        draw,
+        eps=ipywidgets.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 60, readout_format=".3f",
+                                description="ε", continuous_update=False),
+        attack=ipywidgets.Dropdown(options=["FGSM", "PGD"], value="FGSM", description="attack"),
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 
+import ipywidgets
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
@@ -32,6 +33,8 @@ from scipy.optimize import linprog
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler
+
+from . import widgets
 
 __all__ = [
     "xor_dataset",
@@ -846,3 +849,42 @@ def plot_connectivity_experiment(
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.figure.tight_layout()
     return ax.figure
+
+
+# ------------------------------------------------------------------------- Try it
+
+
+def xor_playground_widget(hidden: int = 4, lr: float = 2.0, epochs: int = 2000,
+                          activation: str = "sigmoid", seed: int = 0) -> ipywidgets.VBox:
+    """XOR playground: train a [2, hidden, 1] MLP by back-propagation and redraw its boundary.
+
+    Controls: hidden units, learning rate, epochs, hidden activation and seed.
+    The figure shows the output ŷ over the input plane with its ½ contour (the
+    decision boundary) beside the loss curve. Training takes up to about a
+    second, so the panel redraws when "Run" is pressed.
+    """
+    def draw(hidden: int, lr: float, epochs: int, activation: str, seed: int) -> Figure:
+        X, y = xor_dataset()
+        net = MLP([2, hidden, 1], activation=activation, seed=seed)
+        losses = net.fit(X, y, lr=lr, epochs=epochs)
+        accuracy = (net.predict(X) == y).mean()
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.5))
+        plot_decision_boundary(lambda P: net.forward(P)[:, 0], X, y, ax=left,
+                                        title=f"{hidden} {activation} units: {accuracy:.0%} right")
+        right.plot(losses)
+        right.set(xlabel="epoch", ylabel="loss E = ½Σ(ŷ − y)²", yscale="log",
+                  title=f"learning rate {lr:g}")
+        right.grid(alpha=0.3)
+        fig.tight_layout()
+        return fig
+
+    return widgets.try_it(
+        draw, run_button=True,
+        hidden=ipywidgets.IntSlider(value=hidden, min=1, max=8, description="hidden units"),
+        lr=ipywidgets.FloatLogSlider(value=lr, base=10, min=-2, max=1, step=0.1,
+                                  description="learning rate"),
+        epochs=ipywidgets.IntSlider(value=epochs, min=100, max=5000, step=100, description="epochs"),
+        activation=ipywidgets.Dropdown(value=activation, options=["sigmoid", "tanh", "relu"],
+                                    description="activation"),
+        seed=ipywidgets.IntSlider(value=seed, min=0, max=9, description="seed"),
+    )

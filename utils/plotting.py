@@ -128,86 +128,41 @@ def plot_curves(
     return ax.figure
 
 
-def show_source(obj: object):
+def _without_docstring(source: str) -> str:
+    """``source`` of one function or class with its docstring cut out (line numbers from ``ast``)."""
+    import ast
+    import textwrap
+
+    source = textwrap.dedent(source)
+    node = ast.parse(source).body[0]
+    first = node.body[0]
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)):
+        return source
+    lines = source.splitlines(keepends=True)
+    return "".join(lines[: first.lineno - 1] + lines[first.end_lineno:])
+
+
+def show_source(obj: object, docstring: bool = True):
     """Display the source code of a course function or class, highlighted.
 
     The chapters show the tested function from ``utils`` itself, beside its
-    equation, so that the page and the package never drift apart.
+    equation, so that the page and the package never drift apart. With
+    ``docstring=False`` the docstring is left out, when the page already
+    states the equation and the parameters.
+
+    Examples
+    --------
+    >>> print(show_source(to_numpy_image, docstring=False).data.splitlines()[1].strip())
+    if isinstance(image, torch.Tensor):
     """
     from IPython.display import Code
 
+    name = getattr(obj, "__name__", "")
+    if name.startswith("_"):
+        raise ValueError(f"{name} is private; chapters show only public functions of utils.")
     try:
         source = inspect.getsource(obj)
     except (TypeError, OSError) as err:
         raise TypeError(f"Cannot show the source of {obj!r}: {err}.") from err
-    return Code(source, language="python")
-
-
-# ------------------------------------------------------------------- persistence (chapter 2)
-def plot_barcode(
-    diagrams: Sequence[np.ndarray],
-    eps: float | None = None,
-    ax: plt.Axes | None = None,
-    title: str | None = "barcode",
-    min_length: float = 0.0,
-) -> Figure:
-    """Persistence barcode: one horizontal bar [birth, death) per homology class.
-
-    Bars are grouped by dimension (H0 at the top, in colour order C0, C1, ...);
-    infinite bars end in an arrow at the right edge. With ``eps``, a vertical line
-    marks the scale: the bars it crosses are the Betti numbers at ``eps``.
-
-    Parameters
-    ----------
-    diagrams : list of (k, 2) arrays
-        As returned by ``topology.persistence``.
-    eps : float, optional
-        Scale to mark.
-    min_length : float, default=0
-        Hide bars shorter than this (noise), to keep long barcodes readable.
-    """
-    if not isinstance(diagrams, (list, tuple)) or not diagrams:
-        raise TypeError(
-            "diagrams must be a non-empty list of (k, 2) arrays, as returned by persistence()."
-        )
-    finite = [d[np.isfinite(d[:, 1]), 1] for d in map(np.asarray, diagrams) if len(d)]
-    right = 1.1 * max([f.max() for f in finite if f.size] + [eps or 0.0, 1e-9])
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.5))
-    row = 0
-    for dim, dgm in enumerate(diagrams):
-        dgm = np.asarray(dgm).reshape(-1, 2)
-        dgm = dgm[dgm[:, 1] - dgm[:, 0] > min_length]
-        dgm = dgm[np.lexsort((-dgm[:, 1], dgm[:, 0]))]                 # by birth, longest first
-        rows = row + np.arange(len(dgm))
-        ends = np.minimum(dgm[:, 1], right)
-        ax.hlines(rows, dgm[:, 0], ends, color=f"C{dim}", lw=2, label=f"$H_{dim}$")
-        endless = ~np.isfinite(dgm[:, 1])
-        ax.plot(np.full(endless.sum(), right), rows[endless], ">", color=f"C{dim}", ms=5)
-        row += len(dgm)
-    if eps is not None:
-        ax.axvline(eps, color="k", ls="--", lw=1)
-    ax.set(xlim=(0, right * 1.02), xlabel="scale ε", yticks=[], title=title)
-    ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
-    ax.figure.tight_layout()
-    return ax.figure
-
-
-def plot_persistence_diagram(
-    diagrams: Sequence[np.ndarray],
-    ax: plt.Axes | None = None,
-    title: str | None = "persistence diagram",
-) -> Figure:
-    """Persistence diagram (persim): one point (birth, death) per class.
-
-    Points far from the diagonal are persistent features; points near it are noise.
-    """
-    from persim import plot_diagrams
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(3.8, 3.8))
-    plot_diagrams([np.asarray(d) for d in diagrams], ax=ax, show=False)
-    ax.set_title(title)
-    ax.figure.tight_layout()
-    return ax.figure
+    return Code(source if docstring else _without_docstring(source), language="python")

@@ -31,12 +31,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+import ipywidgets
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import config, models
+from . import assets, config, models, plotting, widgets
 
 __all__ = [
     "VGG_LAYERS",
@@ -675,3 +677,42 @@ def calibrated_style_weight(
         content_scale = content_loss(noise_feats[content_layer], feats[content_layer])
         style_scale = _style_loss(feats, targets, _layer_weights(style_layers, None))
     return float(ratio * content_scale / style_scale)
+
+
+# ------------------------------------------------------------------------- Try it
+
+
+def style_widget(content: str = "tubingen", style: str = "starry_night", ratio: float = 1.0,
+                 layers: str = "all five blocks", size: int | None = None,
+                 steps: int | None = None) -> ipywidgets.VBox:
+    """Try it: style transfer with a chosen content, style, style/content ratio and style layers.
+
+    Each press of "Run" optimises ``steps`` L-BFGS steps at ``size`` pixels (defaults from
+    ``config.pick``) from the content image, with the style weight calibrated so that
+    ``ratio`` = 1 balances the two terms (:func:`utils.calibrated_style_weight`).
+    """
+    size = size or config.pick(full=128, fast=48)
+    steps = steps or config.pick(full=25, fast=5)
+    layer_sets = {"block 1 only": ("relu1_1",), "blocks 1-2": ("relu1_1", "relu2_1"),
+                  "blocks 1-3": ("relu1_1", "relu2_1", "relu3_1"), "all five blocks": STYLE_LAYERS}
+    if layers not in layer_sets:
+        raise ValueError(f"layers must be one of {list(layer_sets)}, got {layers!r}.")
+
+    def draw(content: str, style: str, ratio: float, layers: str) -> Figure:
+        c, s = assets.load_image(content, size=size), assets.load_image(style, size=size)
+        beta = calibrated_style_weight(c, s, ratio, style_layers=layer_sets[layers])
+        image, _ = style_transfer(c, s, style_layers=layer_sets[layers], style_weight=beta,
+                                               steps=steps)
+        titles = [f"content: {content}", f"style: {style}", f"ratio {ratio:g}, {layers}, {steps} steps"]
+        return plotting.show_images([c, s, image[0]], titles, size=3.2)
+
+    return widgets.try_it(
+        draw,
+        run_button=True,
+        content=ipywidgets.Dropdown(options=["tubingen", "chelsea", "astronaut", "coffee"], value=content,
+                                 description="content"),
+        style=ipywidgets.Dropdown(options=["starry_night", "shipwreck", "the_scream", "woman_with_hat"],
+                               value=style, description="style"),
+        ratio=ipywidgets.FloatLogSlider(value=ratio, base=10, min=-2, max=2, step=0.5, description="style/content"),
+        layers=ipywidgets.Dropdown(options=list(layer_sets), value=layers, description="style layers"),
+    )

@@ -17,13 +17,22 @@ dimension, ``m`` points of a densely sampled closed curve (in order).
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from numbers import Real
 
+import ipywidgets
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.collections import LineCollection, PatchCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Polygon
 from matplotlib.path import Path
 from scipy.spatial import Voronoi, cKDTree
 from scipy.spatial.distance import cdist
+
+from . import widgets
 
 __all__ = [
     "sample_circle",
@@ -528,3 +537,139 @@ def rips_simplex_count(X: np.ndarray, eps: float, maxdim: int) -> list[int]:
             break
         frontier = [cand[upper[v, cand]] for cand in frontier for v in cand]
     return counts
+
+
+# --------------------------------------------------------------------------- figures
+
+def plot_barcode(
+    diagrams: Sequence[np.ndarray],
+    eps: float | None = None,
+    ax: plt.Axes | None = None,
+    title: str | None = "barcode",
+    min_length: float = 0.0,
+) -> Figure:
+    """Persistence barcode: one horizontal bar [birth, death) per homology class.
+
+    Bars are grouped by dimension (H0 at the top, in colour order C0, C1, ...);
+    infinite bars end in an arrow at the right edge. With ``eps``, a vertical line
+    marks the scale: the bars it crosses are the Betti numbers at ``eps``.
+
+    Parameters
+    ----------
+    diagrams : list of (k, 2) arrays
+        As returned by ``topology.persistence``.
+    eps : float, optional
+        Scale to mark.
+    min_length : float, default=0
+        Hide bars shorter than this (noise), to keep long barcodes readable.
+    """
+    if not isinstance(diagrams, (list, tuple)) or not diagrams:
+        raise TypeError(
+            "diagrams must be a non-empty list of (k, 2) arrays, as returned by persistence()."
+        )
+    finite = [d[np.isfinite(d[:, 1]), 1] for d in map(np.asarray, diagrams) if len(d)]
+    right = 1.1 * max([f.max() for f in finite if f.size] + [eps or 0.0, 1e-9])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.5))
+    row = 0
+    for dim, dgm in enumerate(diagrams):
+        dgm = np.asarray(dgm).reshape(-1, 2)
+        dgm = dgm[dgm[:, 1] - dgm[:, 0] > min_length]
+        dgm = dgm[np.lexsort((-dgm[:, 1], dgm[:, 0]))]                 # by birth, longest first
+        rows = row + np.arange(len(dgm))
+        ends = np.minimum(dgm[:, 1], right)
+        ax.hlines(rows, dgm[:, 0], ends, color=f"C{dim}", lw=2, label=f"$H_{dim}$")
+        endless = ~np.isfinite(dgm[:, 1])
+        ax.plot(np.full(endless.sum(), right), rows[endless], ">", color=f"C{dim}", ms=5)
+        row += len(dgm)
+    if eps is not None:
+        ax.axvline(eps, color="k", ls="--", lw=1)
+    ax.set(xlim=(0, right * 1.02), xlabel="scale ε", yticks=[], title=title)
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_persistence_diagram(
+    diagrams: Sequence[np.ndarray],
+    ax: plt.Axes | None = None,
+    title: str | None = "persistence diagram",
+) -> Figure:
+    """Persistence diagram (persim): one point (birth, death) per class.
+
+    Points far from the diagonal are persistent features; points near it are noise.
+    """
+    from persim import plot_diagrams
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.8, 3.8))
+    plot_diagrams([np.asarray(d) for d in diagrams], ax=ax, show=False)
+    ax.set_title(title)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+# ------------------------------------------------------------------------- Try it
+
+
+def _draw_rips_complex(ax: plt.Axes, X, eps: float) -> None:
+    """Balls of radius ε/2, Rips edges and triangles at scale ε, over the plane points X."""
+    from scipy.spatial.distance import cdist
+
+    close = cdist(X, X) <= eps
+    pairs = [e for e in itertools.combinations(range(len(X)), 2) if close[e]]
+    triangles = [t for t in itertools.combinations(range(len(X)), 3)
+                 if close[t[0], t[1]] and close[t[0], t[2]] and close[t[1], t[2]]]
+    balls = PatchCollection([Circle(p, eps / 2) for p in X], color="C0", alpha=0.12, lw=0)
+    faces = PatchCollection([Polygon(X[list(t)]) for t in triangles], color="C1", alpha=0.15, lw=0)
+    ax.add_collection(balls)
+    ax.add_collection(faces)
+    ax.add_collection(LineCollection([X[list(e)] for e in pairs], color="k", lw=0.7))
+    ax.plot(*np.asarray(X).T, "k.", ms=5)
+    ax.set_aspect("equal")
+    ax.set_title(f"Rips complex at ε = {eps:.2f}: {len(pairs)} edges, {len(triangles)} triangles",
+                 fontsize=9)
+    ax.autoscale_view()
+
+
+def topology_widget(X=None, eps: float | None = None, maxdim: int = 1) -> ipywidgets.VBox:
+    """ε slider over plane points: ε/2-balls, Rips edges and triangles, barcode, Betti numbers.
+
+    Two balls of radius ε/2 meet exactly when their centres are within ε, the
+    scale at which ripser adds the edge; so the picture on the left is the union
+    of balls and the Rips complex at the same ε as the dashed line on the right.
+
+    Parameters
+    ----------
+    X : (n, 2) array, optional
+        Points (default: 30 noisy samples of the unit circle).
+    eps : float, optional
+        Initial scale (default: a quarter into the longest H1 bar, else 0.5).
+    maxdim : int, default=1
+        Highest homology dimension of the barcode.
+    """
+    X = sample_circle(30, noise=0.08, seed=0) if X is None else np.asarray(X, float)
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise ValueError(f"topology_widget draws plane point clouds: X must have shape (n, 2), "
+                         f"got {X.shape}.")
+    diagrams = persistence(X, maxdim=maxdim)
+    top = 1.2 * max(float(d[np.isfinite(d[:, 1]), 1].max(initial=0.0)) for d in diagrams)
+    if eps is None:
+        h1 = diagrams[1] if maxdim >= 1 and len(diagrams[1]) else np.array([[0.5, 0.5]])
+        birth, death = h1[np.argmax(h1[:, 1] - h1[:, 0])]
+        eps = float(birth + 0.25 * (death - birth))       # early in the longest loop's life
+
+    def draw(eps: float):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2),
+                                          gridspec_kw={"width_ratios": [1, 1.3]})
+        _draw_rips_complex(left, X, eps)
+        betti = betti_numbers(diagrams, eps)
+        names = ", ".join(f"β{j} = {b}" for j, b in enumerate(betti))
+        plot_barcode(diagrams, eps=eps, ax=right, title=f"Betti numbers at ε: {names}")
+        fig.tight_layout()
+        return fig
+
+    slider = ipywidgets.FloatSlider(value=round(eps, 2), min=0.0, max=round(max(top, eps), 2),
+                                 step=0.01, description="ε", continuous_update=False)
+    return widgets.try_it(draw, eps=slider)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import math
 
+import ipywidgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -55,7 +56,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from . import assets, models
+from . import assets, config, core, models, widgets
 
 __all__ = [
     "parametrised_blocks",
@@ -490,7 +491,7 @@ def fine_tune(model: nn.Module, train_data: Dataset, test_data: Dataset | None =
             history["step"].append(len(history["loss"]))
             history["train_acc"].append(correct / len(train_data))
             if test_data is not None:
-                history["test_acc"].append(models.accuracy(model, test_data))
+                history["test_acc"].append(core.accuracy(model, test_data))
     finally:
         for p, flag in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(flag)
@@ -629,7 +630,7 @@ def run_strategy(strategy: str, source: nn.Module, train: TensorDataset, test: T
     trainable = {"fine-tune last blocks": few_blocks}.get(strategy, "all")
     epochs = max(1, math.ceil(steps / math.ceil(len(train) / batch_size)))
     fine_tune(model, train, None, trainable, epochs, lr, batch_size, seed, progress=False)
-    return models.accuracy(model, test)
+    return core.accuracy(model, test)
 
 
 def transfer_table(source: nn.Module, targets: dict[str, tuple[TensorDataset, TensorDataset]],
@@ -734,3 +735,54 @@ def plot_transfer_table(table: pd.DataFrame) -> Figure:
     ax2.set_title("the 2×2 table: winner per cell")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------- Try it
+
+
+def transfer_widget(n_per_class: int = 20, strategy: str = "fine-tune last 2 blocks",
+                    target: str = "digits 5-9 (similar)", epochs: int | None = None) -> ipywidgets.VBox:
+    """Chapter 3: pick a target-set size and a strategy, see the learning curve.
+
+    The source is the course's MNIST CNN trained on digits 0-4; the target is
+    digits 5-9 (similar) or texture crops (different). Each run copies the
+    source, replaces its head and trains with :func:`utils.fine_tune`,
+    recording the test accuracy after every epoch.
+    """
+    source = models.mnist_cnn(digits=(0, 1, 2, 3, 4))
+    tasks = {
+        "digits 5-9 (similar)": digit_task((5, 6, 7, 8, 9)),
+        "textures (different)": crop_task(("brick", "grass", "gravel"), n_train=200, n_test=100),
+    }
+    plans = {"fine-tune head": ("head", False), "fine-tune last 2 blocks": (2, False),
+             "fine-tune all": ("all", False), "from scratch": ("all", True)}
+    epochs = epochs or config.pick(full=15, fast=4)
+
+    def draw(n_per_class: int, strategy: str, target: str) -> Figure:
+        train, test = tasks[target]
+        small = subsample_per_class(train, n_per_class)
+        test = subsample_per_class(test, 60)
+        trainable, scratch = plans[strategy]
+        model = copy.deepcopy(source)
+        if scratch:
+            reinitialise(model)
+        replace_head(model, int(train.tensors[1].max()) + 1)
+        history = fine_tune(model, small, test, trainable, epochs=epochs, progress=False)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(history["step"], history["test_acc"], marker="o", label="test")
+        ax.plot(history["step"], history["train_acc"], marker=".", ls="--", label="train")
+        ax.axhline(1 / len(train.tensors[1].unique()), color="gray", ls=":", label="chance")
+        ax.set(xlabel="optimiser step", ylabel="accuracy", ylim=(0, 1.02),
+               title=f"{strategy}, {n_per_class}/class, {target}: test {history['test_acc'][-1]:.0%}")
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return fig
+
+    return widgets.try_it(
+        draw, run_button=True,
+        n_per_class=ipywidgets.SelectionSlider(options=[5, 10, 20, 50, 100, 200], value=n_per_class,
+                                            description="examples/class"),
+        strategy=ipywidgets.Dropdown(options=list(plans), value=strategy, description="strategy"),
+        target=ipywidgets.Dropdown(options=list(tasks), value=target, description="target"),
+    )

@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import ipywidgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import models, plotting
+from . import models, plotting, widgets
 
 __all__ = [
     "layer_names",
@@ -985,3 +986,89 @@ def show_embedding(points: np.ndarray, labels: Sequence[int] | np.ndarray, title
     ax.legend(markerscale=2.5, fontsize=7, ncol=2, loc="best", frameon=False)
     ax.figure.tight_layout()
     return ax.figure
+
+
+# ------------------------------------------------------------------------- Try it
+
+
+def saliency_widget(model, images, class_names=None, layers=None) -> ipywidgets.VBox:
+    """Pick an image, a class and a layer; see the saliency map and guided backprop side by side.
+
+    With layer "class score" the target is the chosen class's logit; with a
+    layer name it is that layer's most active channel on the image (a neuron).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A course model (e.g. ``models.mnist_cnn()``).
+    images : Tensor (B, C, H, W) in [0, 1]
+    class_names : list of str, optional
+        Names of the classes (default "0", "1", ...).
+    layers : list of str, optional
+        Layer names to offer (default: every nn.ReLU of the model).
+    """
+    with torch.no_grad():
+        num_classes = model(images[:1]).shape[1]
+    class_names = class_names or [str(c) for c in range(num_classes)]
+    layers = layers if layers is not None else layer_names(model, nn.ReLU)
+
+    def draw(image: int, target_class: int, layer: str):
+        x = images[image : image + 1]
+        if layer == "class score":
+            target, what = target_class, f"class {class_names[target_class]}"
+        else:
+            activation = layer_features(model, x, layer)[0]
+            channel = int(activation.reshape(len(activation), -1).sum(1).argmax())
+            target, what = (layer, channel), f"{layer}, channel {channel}"
+        maps = [saliency(model, x, target), guided_backprop(model, x, target)]
+        with torch.no_grad():
+            predicted = class_names[int(model(x).argmax())]
+        fig = show_maps(x, maps, ["image", "saliency", "guided backprop"],
+                                  titles=[f"predicted: {predicted}"], size=2.6)
+        fig.suptitle(f"target: {what}", fontsize=10)
+        fig.tight_layout()
+        return fig
+
+    return widgets.try_it(
+        draw,
+        image=ipywidgets.Dropdown(options=[(f"image {i}", i) for i in range(len(images))], value=0,
+                               description="image"),
+        target_class=ipywidgets.Dropdown(options=[(name, c) for c, name in enumerate(class_names)], value=0,
+                                      description="class"),
+        layer=ipywidgets.Dropdown(options=["class score", *layers], value="class score", description="layer"),
+    )
+
+
+def class_model_widget(model, class_names=None, size=None, steps: int = 60) -> ipywidgets.VBox:
+    """Class models by gradient ascent with sliders for the L2 weight, the blur and the clipping.
+
+    Press Run to optimise (a few seconds): ``class_visualization``
+    with the chosen class, λ, blur σ (0 switches blurring off) and clipping
+    percentile.
+    """
+    from . import plotting
+
+    channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    size = size or (28 if channels == 1 else 128)
+    with torch.no_grad():
+        num_classes = model(torch.zeros(1, channels, size, size)).shape[1]
+    class_names = class_names or [str(c) for c in range(num_classes)]
+
+    def draw(target_class: int, l2: float, blur_sigma: float, clip_percentile: float):
+        image = class_visualization(
+            model, target_class, size=size, steps=steps, l2=l2, blur_every=4 if blur_sigma > 0 else 0,
+            blur_sigma=max(blur_sigma, 1e-3), clip_percentile=clip_percentile, jitter=1, progress=False)
+        with torch.no_grad():
+            score = model(image[None])[0, target_class].item()
+        return plotting.show_images([image], [f"class {class_names[target_class]}: score {score:.1f}"],
+                                    size=3.2)
+
+    return widgets.try_it(
+        draw,
+        run_button=True,
+        target_class=ipywidgets.Dropdown(options=[(name, c) for c, name in enumerate(class_names)], value=0,
+                                      description="class"),
+        l2=ipywidgets.FloatLogSlider(value=1e-3, base=10, min=-4, max=1, step=0.5, description="λ (L2)"),
+        blur_sigma=ipywidgets.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.1, description="blur σ"),
+        clip_percentile=ipywidgets.FloatSlider(value=0.0, min=0.0, max=50.0, step=5.0, description="clip %"),
+    )

@@ -1,14 +1,16 @@
 """The labs pipeline proves that grading can fail.
 
 For every master ``labs/NN_*.ipynb`` (chapter labs are picked up automatically):
-``otter assign`` into a temporary folder once, then grade, through the
-autograder zip with ``otter run``, a folder holding the solutions notebook, the
-untouched student notebook and a copy of the solutions whose last answer is
-shifted by one. The solutions must score full marks, the student notebook zero
-on every question, the wrong answer exactly its question's points less.
-Malformed submissions (not a notebook, broken JSON, a cell that raises, an
-endless loop) must give per-submission failures, never a crashed run. The
-students' :func:`utils.labs.grader` is tested offline against a local server.
+``otter assign`` into a temporary folder once, then grade (``labs.grade``: each
+submission sandboxed, its tests in a trusted process, two workers) a folder
+holding the solutions notebook, the untouched student notebook and a copy of the
+solutions whose last answer is shifted by one. The solutions must score full
+marks, the student notebook zero on every question, the wrong answer exactly its
+question's points less. Malformed submissions (not a notebook, broken JSON, a
+notebook of another lab, a cell that raises, an endless loop) must give
+per-submission failures, never a crashed run. The students'
+:func:`utils.labs.grader` is tested offline against a local server. Hostile
+submissions and the sandbox are tested in ``test_grading.py``.
 """
 
 from __future__ import annotations
@@ -152,8 +154,10 @@ def graded(dist, tmp_path_factory):
             (folder / "solutions.ipynb").write_bytes(solutions.read_bytes())
             (folder / "untouched.ipynb").write_bytes(student.read_bytes())
             wrong_answer(solutions, student, list(points)[-1], folder / "wrong_last.ipynb")
+            if lab == LABS[0]:
+                raising_answer(solutions, list(points)[-1], folder / "raises.ipynb")
             csv_path = folder.parent / f"{lab}_scores.csv"
-            grades = labs.grade(lab, folder, csv_path, timeout=120, dist=dist)
+            grades = labs.grade(lab, folder, csv_path, timeout=240, dist=dist, workers=2)
             cache[lab] = (points, {g.submission: g for g in grades}, csv_path)
         return cache[lab]
 
@@ -214,33 +218,35 @@ def test_student_notebook_hides_solutions_and_hidden_tests(dist, lab):
 
 
 def test_malformed_submissions_fail_one_by_one(dist, tmp_path):
-    """Not a notebook, broken JSON, an endless loop: each its own failure row, zero points."""
+    """Not a notebook, broken JSON, another lab's notebook, an endless loop: each its own failure row."""
     lab = LABS[0]
     _assigned(lab, dist)
     points = labs.question_points(lab, dist)
     solutions = dist / lab / "autograder" / f"{lab}.ipynb"
     (tmp_path / "essay.pdf").write_bytes(b"%PDF-1.4 not a notebook")
     (tmp_path / "broken.ipynb").write_text('{"cells": [')
+    other = nbformat.read(solutions, 4)
+    other.metadata["otter"]["assignment_name"] = "01_other"
+    nbformat.write(other, tmp_path / "other_lab.ipynb")
     endless_answer(solutions, list(points)[-1], tmp_path / "loops.ipynb")
-    grades = {g.submission: g for g in labs.grade(lab, tmp_path, tmp_path / "s.csv", timeout=15, dist=dist)}
+    grades = {g.submission: g for g in labs.grade(lab, tmp_path, tmp_path / "s.csv", timeout=15, dist=dist,
+                                                  workers=2)}
     assert "not a notebook" in grades["essay.pdf"].error
     assert "not a readable notebook" in grades["broken.ipynb"].error
+    assert "'01_other'" in grades["other_lab.ipynb"].error and f"{lab!r}" in grades["other_lab.ipynb"].error
     assert "timed out after 15 s" in grades["loops.ipynb"].error
     assert all(g.total == 0 for g in grades.values())
     with open(tmp_path / "s.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["submission"] for row in rows] == ["broken.ipynb", "essay.pdf", "loops.ipynb"]
+    assert [row["submission"] for row in rows] == ["broken.ipynb", "essay.pdf", "loops.ipynb", "other_lab.ipynb"]
     assert all(row["error"] == grades[row["submission"]].error for row in rows)
 
 
-def test_a_raising_cell_costs_only_its_question(dist, tmp_path):
+def test_a_raising_cell_costs_only_its_question(graded):
     lab = LABS[0]
-    _assigned(lab, dist)
-    points = labs.question_points(lab, dist)
+    points, grades, _ = graded(lab)
     last = list(points)[-1]
-    solutions = dist / lab / "autograder" / f"{lab}.ipynb"
-    submission = raising_answer(solutions, last, tmp_path / "raises.ipynb")
-    result = labs.grade_submission(submission, lab, labs.autograder_zip(lab, dist), timeout=300)
+    result = grades["raises.ipynb"]
     assert result.error == ""
     assert result.scores == pytest.approx(dict(points, **{last: 0}))
 

@@ -16,15 +16,18 @@ public ``tests/`` folder (what the book shows), the autograder zip
 ``labs/dist/<lab>/autograder/<lab>-autograder_<timestamp>.zip`` and the public
 tests zip ``labs/dist/_site/labs/<lab>-tests.zip`` that the book build
 publishes at ``{SITE_URL}labs/<lab>-tests.zip`` (Sphinx ``html_extra_path``).
-``grade`` runs ``otter run`` (no Docker) on every file of a folder, each in its
-own process under a time limit, and writes one CSV row of per-question scores
-per submission; a submission that cannot be graded gets zeros and its reason in
-the ``error`` column instead of stopping the run.
+``grade`` grades every file of a folder, several at once, each in a sandbox,
+with the tests in a separate trusted process (:mod:`utils.grading`), and writes
+one CSV row of per-question scores per submission; a submission that cannot be
+graded gets zeros and its reason in the ``error`` column instead of stopping
+the run.
 
 For students, the lab's first cells call :func:`grader`, which finds the
 lab's public tests (beside the notebook, in a checkout's ``labs/dist``, or
 downloaded from the course site on Colab) and returns the ``otter.Notebook``
-whose ``grader.check("q1")`` runs them.
+whose ``grader.check("q1")`` runs them. For lab authors, :func:`refusing`
+makes the course's own implementation of what a question asks for
+unavailable to the code a test calls.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
+import os
 import re
 import shutil
 import subprocess
@@ -40,8 +43,12 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from . import grading
+from .grading import Grade
 
 __all__ = [
     "SITE_URL",
@@ -54,8 +61,11 @@ __all__ = [
     "fetch_tests",
     "assign",
     "grade",
-    "grade_submission",
     "Grade",
+    "write_csv",
+    "write_feedback",
+    "RefusedCall",
+    "refusing",
     "release",
 ]
 
@@ -221,11 +231,13 @@ def grader(lab: str, site_url: str = SITE_URL):
     >>> grader = grader("00_warmup")  # doctest: +SKIP
     >>> grader.check("q1")            # doctest: +SKIP
     """
+    _check_lab_name(lab)
+    if os.environ.get("CNN_TOPICS_GRADING") == "1":
+        return _SilentGrader()  # in the grading sandbox: the tests run elsewhere
     import otter
 
-    from . import config  # imports torch: only where needed, not in the grading processes
+    from . import config  # imports torch: only where needed
 
-    _check_lab_name(lab)
     if otter.Notebook._grading_mode:
         return otter.Notebook()
     folder = _local_tests(lab)
@@ -240,6 +252,88 @@ def grader(lab: str, site_url: str = SITE_URL):
         print(f"NOTICE - the public tests of lab {lab!r} are not available here; {_ASSIGN_ADVICE}.")
         folder = Path("tests")
     return otter.Notebook(tests_dir=str(folder))
+
+
+class _SilentGrader:
+    """The grader of a notebook that is being graded: checks do nothing (the verdicts come later)."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+# ------------------------------------------------------------ refused calls
+class RefusedCall(RuntimeError):
+    """A call to a course function that the current test (or graded lab) does not allow."""
+
+
+def _course_function(name: str):
+    """The function ``utils.<module>.<name>`` (``Class.method`` allowed), unwrapped, checked."""
+    import importlib
+    import inspect
+
+    module, qualname = grading._split_refused(name)
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    target = inspect.unwrap(target)
+    if not hasattr(target, "__code__") or target.__code__.co_freevars:
+        raise TypeError(f"refusing({name!r}): only plain module-level functions and methods can be refused")
+    return target
+
+
+def _refusal_code(name: str):
+    """A code object that raises :class:`RefusedCall` for ``name``, for any arguments, in any module."""
+    message = (f"{name} is the course's own implementation of what this question asks you to write; "
+               "write your own (the tests do not let your code call it).")
+    scope: dict = {}
+    exec(f"def refused(*args, **kwargs):\n    raise __import__('utils.labs').labs.RefusedCall({message!r})",
+         scope)
+    return scope["refused"].__code__
+
+
+@contextmanager
+def refusing(*names: str) -> Iterator[None]:
+    """Within the block, the named course functions raise :class:`RefusedCall` when called.
+
+    Hidden tests use it around the calls of a student's function, so that an
+    answer that only calls the course's implementation fails::
+
+        with labs.refusing("utils.adversarial.pgd"):
+            x_adv = pgd_attack(model, x, y, eps=0.03)
+
+    Here the function's code is swapped out, so every way of reaching it (an
+    alias, a stored reference, another course function calling it) is refused.
+    When a submission is graded, the grader also reads these names from the
+    tests (they must be string literals) and removes the functions from the
+    course package the sandbox sees, for the whole run: a value computed with
+    them in the notebook fails too.
+
+    Parameters
+    ----------
+    *names : str
+        Dotted names of course functions, e.g. ``"utils.models.num_parameters"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from utils import models
+    >>> with refusing("utils.models.num_parameters"):
+    ...     models.num_parameters(torch.nn.Linear(3, 2))
+    Traceback (most recent call last):
+    ...
+    utils.labs.RefusedCall: utils.models.num_parameters is the course's own implementation of ...
+    >>> models.num_parameters(torch.nn.Linear(3, 2))
+    8
+    """
+    functions = [_course_function(name) for name in names]
+    saved = [f.__code__ for f in functions]
+    try:
+        for f, name in zip(functions, names, strict=True):
+            f.__code__ = _refusal_code(name)
+        yield
+    finally:
+        for f, code in zip(functions, saved, strict=True):
+            f.__code__ = code
 
 
 # -------------------------------------------------------------------- assign
@@ -284,31 +378,16 @@ def assign(lab: str, dist: Path | None = None, run_tests: bool = True) -> Path:
 
 
 # --------------------------------------------------------------------- grade
-@dataclass
-class Grade:
-    """Scores of one submission: ``{question: points}``, and why it failed, if it did."""
-
-    submission: str
-    scores: dict[str, float] = field(default_factory=dict)
-    error: str = ""
-
-    @property
-    def total(self) -> float:
-        """Sum of the question scores."""
-        return sum(self.scores.values())
-
-
 def question_points(lab: str, dist: Path | None = None) -> dict[str, float]:
     """``{question: points possible}`` read from ``lab``'s autograder zip."""
     from otter.nbmeta_config import NBMetadataConfig
     from otter.test_files import create_test_file
 
     points = {}
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(autograder_zip(lab, dist)) as ag:
-        names = [n for n in ag.namelist() if re.fullmatch(r"tests/[^/]+\.py", n)]
-        ag.extractall(tmp, members=names)
-        for name in sorted(names, key=_natural_key):
-            test = create_test_file(str(Path(tmp) / name), NBMetadataConfig())
+    with tempfile.TemporaryDirectory() as tmp:
+        tests = _extract_tests(autograder_zip(lab, dist), Path(tmp))
+        for path in sorted(tests.glob("*.py"), key=lambda p: _natural_key(p.stem)):
+            test = create_test_file(str(path), NBMetadataConfig())
             points[test.name] = test.possible
     return points
 
@@ -318,131 +397,12 @@ def _natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _check_notebook(path: Path) -> str:
-    """Why ``path`` cannot be graded as a notebook, or ``""`` if it can."""
-    import nbformat
-
-    if path.suffix == ".zip":
-        return ""
-    if path.suffix != ".ipynb":
-        return f"not a notebook (a {path.suffix or 'suffix-less'} file); submit the .ipynb file"
-    try:
-        nbformat.read(path, as_version=4)
-    except Exception as err:  # nbformat raises several unrelated exception types
-        return f"not a readable notebook ({type(err).__name__}: {str(err)[:200]})"
-    return ""
-
-
-def _kill_tree(pid: int) -> None:
-    """Kill process ``pid`` and all its descendants (a grading process and its kernel)."""
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        processes = parent.children(recursive=True) + [parent]
-    except psutil.NoSuchProcess:
-        return
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(processes, timeout=10)
-
-
-def _run_isolated(command: list[str], timeout: float) -> subprocess.CompletedProcess | None:
-    """Run ``command``; ``None`` if it outlived ``timeout`` seconds (then it is killed)."""
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(process.pid)
-            process.communicate()
-            return None
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-
-
-def _with_assignment_name(submission: Path, lab: str, folder: Path) -> Path:
-    """``submission``, or a copy in ``folder`` labelled as ``lab`` if it lost otter's label.
-
-    otter refuses a notebook whose metadata names another lab (a wrong-lab
-    submission); a notebook without the label (metadata dropped by an editor)
-    is graded as ``lab``.
-    """
-    import nbformat
-
-    if submission.suffix != ".ipynb":
-        return submission
-    nb = nbformat.read(submission, as_version=4)
-    if nb.metadata.get("otter", {}).get("assignment_name"):
-        return submission
-    nb.metadata.setdefault("otter", {})["assignment_name"] = lab
-    copy = folder / submission.name
-    nbformat.write(nb, copy)
-    return copy
-
-
-def grade_submission(submission: Path, lab: str, ag_zip: Path, timeout: float = 300) -> Grade:
-    """Grade one submission with ``otter run`` in its own process, within ``timeout`` seconds.
-
-    Never raises for a bad submission: a file that is not a notebook, a run
-    that crashes or exceeds ``timeout`` gives a ``Grade`` with no scores and
-    the reason in ``error``. A cell that raises only costs the questions that
-    depend on it (otter keeps executing the later cells).
-
-    Parameters
-    ----------
-    submission : Path
-        A student's ``.ipynb`` (or otter's export ``.zip``).
-    lab : str
-        The lab it answers; a notebook that lost otter's metadata is graded as this lab.
-    ag_zip : Path
-        The lab's autograder zip (:func:`autograder_zip`).
-    timeout : float
-        Seconds allowed, kernel start included.
-
-    Returns
-    -------
-    Grade
-    """
-    submission = Path(submission)
-    grade = Grade(submission.name)
-    grade.error = _check_notebook(submission)
-    if grade.error:
-        return grade
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "scores.json"
-        notebook = _with_assignment_name(submission, lab, Path(tmp))
-        command = [
-            sys.executable,
-            "-m",
-            "utils.labs",
-            "_run",
-            str(ag_zip),
-            str(notebook),
-            str(result),
-        ]
-        done = _run_isolated(command, timeout)
-        if done is None:
-            grade.error = f"timed out after {timeout:g} s (an endless loop?); not graded"
-        elif done.returncode != 0 or not result.is_file():
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            grade.error = f"grading failed: {last[:300]}"
-        else:
-            grade.scores = json.loads(result.read_text())
-    return grade
-
-
-def _run_otter(ag_zip: str, submission: str, result: str) -> None:
-    """Child-process side of :func:`grade_submission`: ``otter run``, scores to JSON."""
-    from otter.run import main as otter_run
-
-    with tempfile.TemporaryDirectory() as out:
-        results = otter_run(submission, autograder=ag_zip, output_dir=out, no_logo=True)
-    if results.has_catastrophic_failure():
-        raise RuntimeError(f"otter could not grade {submission}: {results.summary()}")
-    scores = {name: test.score for name, test in results.results.items()}
-    Path(result).write_text(json.dumps(scores))
+def _extract_tests(ag_zip: Path, folder: Path) -> Path:
+    """The test files ``tests/*.py`` of an autograder zip, unpacked into ``folder/tests``."""
+    with zipfile.ZipFile(ag_zip) as archive:
+        names = [n for n in archive.namelist() if re.fullmatch(r"tests/[^/]+\.py", n)]
+        archive.extractall(folder, members=names)
+    return folder / "tests"
 
 
 def _submissions(folder: Path) -> list[Path]:
@@ -464,14 +424,34 @@ def write_csv(grades: list[Grade], points: dict[str, float], path: Path) -> Path
     return Path(path)
 
 
+def write_feedback(grades: list[Grade], folder: Path) -> Path:
+    """Write ``folder/<submission>.txt``: each question's test results, for the instructor."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for g in grades:
+        parts = [f"{g.submission}: {g.total:g} points", *([f"not graded: {g.error}"] if g.error else [])]
+        parts += [f"--- {q}: {g.scores.get(q, 0):g} points\n{text}" for q, text in g.feedback.items()]
+        (folder / f"{g.submission}.txt").write_text("\n\n".join(parts) + "\n")
+    return folder
+
+
 def grade(
     lab: str,
     submissions: Path,
     output: Path | None = None,
     timeout: float = 300,
     dist: Path | None = None,
+    workers: int = 1,
+    limits: grading.Limits | None = None,
+    unsafe_no_sandbox: bool = False,
+    feedback: Path | None = None,
 ) -> list[Grade]:
     """Grade every file in ``submissions`` against ``lab``'s autograder; optionally write a CSV.
+
+    Each submission runs in its own sandbox and its tests in a fresh trusted
+    process (:mod:`utils.grading`), ``workers`` submissions at a time. A
+    submission that cannot be graded (not a notebook, a violation of the
+    sandbox, a limit reached, a timeout) scores 0 with the reason in ``error``.
 
     Parameters
     ----------
@@ -482,25 +462,50 @@ def grade(
     output : Path or None
         CSV file to write (see :func:`write_csv`).
     timeout : float
-        Seconds allowed per submission.
+        Seconds allowed per submission (ignored when ``limits`` is given).
     dist : Path or None
         Build folder of :func:`assign` (default ``labs/dist``).
+    workers : int
+        Submissions graded at once (about one per core).
+    limits : grading.Limits or None
+        Memory, CPU, process and disk limits per submission (default: ``Limits(seconds=timeout)``).
+    unsafe_no_sandbox : bool
+        Grade without the sandbox (resource limits only): only on a machine you can throw away.
+    feedback : Path or None
+        Folder for one text file per submission with every question's test results.
 
     Returns
     -------
     list of Grade
         One per submission, in file-name order.
+
+    Raises
+    ------
+    RuntimeError
+        If the sandbox cannot be built on this machine (and ``unsafe_no_sandbox`` is false).
     """
     master_notebook(lab)
     ag_zip = autograder_zip(lab, dist)
     points = question_points(lab, dist)
-    grades = []
-    for path in _submissions(Path(submissions)):
-        grades.append(grade_submission(path, lab, ag_zip, timeout))
-        g = grades[-1]
-        print(f"{g.submission}: {g.total:g} / {sum(points.values()):g} {g.error}".rstrip(), flush=True)
+    limits = limits or grading.Limits(seconds=timeout)
+    paths = _submissions(Path(submissions))
+    with tempfile.TemporaryDirectory(prefix="cnnt-grading-") as tmp:
+        tests = _extract_tests(ag_zip, Path(tmp))
+        plan = grading.make_plan(lab, tests, limits, workers, Path(tmp) / "staging", unsafe_no_sandbox)
+        problems = grading.sandbox_problems(plan)
+        if problems:
+            raise RuntimeError("Cannot grade safely on this machine: " + "; ".join(problems) + ". Fix that, "
+                               "or grade inside a machine you can throw away with --unsafe-no-sandbox.")
+        if unsafe_no_sandbox:
+            print("WARNING - grading WITHOUT a sandbox: submissions run with your rights, network and files; "
+                  "only resource limits apply, and a hostile submission can change any file you can.", flush=True)
+        possible = sum(points.values())
+        grades = grading.grade_all(paths, plan, workers, report=lambda g: print(
+            f"{g.submission}: {g.total:g} / {possible:g} {g.error}".rstrip(), flush=True))
     if output is not None:
         write_csv(grades, points, Path(output))
+    if feedback is not None:
+        write_feedback(grades, Path(feedback))
     return grades
 
 
@@ -537,14 +542,17 @@ def _parser() -> argparse.ArgumentParser:
     p_grade.add_argument("lab")
     p_grade.add_argument("submissions", type=Path)
     p_grade.add_argument("-o", "--output", type=Path, default=Path("scores.csv"))
-    p_grade.add_argument("--timeout", type=float, default=300, help="seconds per submission")
+    p_grade.add_argument("--timeout", type=float, default=300, help="seconds per submission (default 300)")
+    p_grade.add_argument("-j", "--workers", type=int, default=os.cpu_count() or 1,
+                         help="submissions graded at once (default: the number of cores)")
+    p_grade.add_argument("--memory-gib", type=float, default=4.0, help="memory per submission (default 4)")
+    p_grade.add_argument("--processes", type=int, default=64, help="processes and threads per submission")
+    p_grade.add_argument("--feedback", type=Path, help="folder for one text file of test results per submission")
+    p_grade.add_argument("--unsafe-no-sandbox", action="store_true",
+                         help="grade without the sandbox: only on a machine you can throw away")
     p_release = commands.add_parser("release", help="zip student bundles and autograders into one folder")
     p_release.add_argument("target", type=Path)
     p_release.add_argument("labs", nargs="*", help="lab names (default: all)")
-    p_run = commands.add_parser("_run", help=argparse.SUPPRESS)
-    p_run.add_argument("ag_zip")
-    p_run.add_argument("submission")
-    p_run.add_argument("result")
     return parser
 
 
@@ -569,13 +577,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "assign":
             return _assign_all(args.labs or lab_names())
         elif args.command == "grade":
-            grade(args.lab, args.submissions, args.output, args.timeout)
+            limits = grading.Limits(seconds=args.timeout, memory_gib=args.memory_gib, processes=args.processes)
+            grade(args.lab, args.submissions, args.output, workers=max(1, args.workers), limits=limits,
+                  unsafe_no_sandbox=args.unsafe_no_sandbox, feedback=args.feedback)
             print(f"scores written to {args.output}")
-        elif args.command == "release":
+        else:
             for path in release(args.target, args.labs or None):
                 print(path)
-        else:
-            _run_otter(args.ag_zip, args.submission, args.result)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

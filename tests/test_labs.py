@@ -204,6 +204,16 @@ def test_scores_csv_has_one_row_per_submission(graded, lab):
     assert (table["possible"] == sum(points.values())).all()
 
 
+def test_autograder_environment_installs_the_course(dist):
+    """On Gradescope the autograder's environment must provide ``utils``, as Colab's set-up cell does."""
+    _assigned(LABS[0], dist)
+    with zipfile.ZipFile(labs.autograder_zip(LABS[0], dist)) as archive:
+        environment = yaml.safe_load(archive.read("environment.yml"))
+    pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    assert labs.PACKAGE_SPEC in pip and any(p.startswith("otter-grader") for p in pip)
+    assert labs.PACKAGE_SPEC in labs.master_notebook(LABS[0]).read_text().replace('\\"', '"')
+
+
 @pytest.mark.parametrize("lab", LABS)
 def test_student_notebook_hides_solutions_and_hidden_tests(dist, lab):
     _assigned(lab, dist)

@@ -52,6 +52,7 @@ from .grading import Grade
 
 __all__ = [
     "SITE_URL",
+    "PACKAGE_SPEC",
     "lab_names",
     "master_notebook",
     "student_notebook",
@@ -71,6 +72,8 @@ __all__ = [
 
 #: The published course site; equals ``html.baseurl`` in ``_config.yml``.
 SITE_URL = "https://cnn-topics.github.io/cnn-topics/"
+#: What a lab's Colab set-up cell and the autograder's environment (Gradescope) install.
+PACKAGE_SPEC = "cnn-topics @ git+https://github.com/cnn-topics/cnn-topics@main"
 
 _REPO = Path(__file__).resolve().parent.parent
 _LAB_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
@@ -374,7 +377,25 @@ def assign(lab: str, dist: Path | None = None, run_tests: bool = True) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"otter assign failed for lab {lab!r}:\n{done.stdout}\n{done.stderr}")
     _zip_tests(out / "student" / "tests", dist / "_site" / "labs" / f"{lab}-tests.zip")
+    _install_course_in(autograder_zip(lab, dist))
     return student_notebook(lab, dist)
+
+
+def _install_course_in(ag_zip: Path) -> None:
+    """Add the course package to the pip list of the autograder zip's ``environment.yml``.
+
+    otter's environment has only otter; on Gradescope the tests and the
+    notebooks also import ``utils``.
+    """
+    with zipfile.ZipFile(ag_zip) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    lines = members["environment.yml"].decode().splitlines()
+    at = next(i for i, line in enumerate(lines) if "otter-grader" in line)
+    lines.insert(at + 1, lines[at][: len(lines[at]) - len(lines[at].lstrip())] + f'- "{PACKAGE_SPEC}"')
+    members["environment.yml"] = ("\n".join(lines) + "\n").encode()
+    with zipfile.ZipFile(ag_zip, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
 
 
 # --------------------------------------------------------------------- grade

@@ -292,6 +292,13 @@ def test_cpu_time_limit_ends_the_run(tmp_path):
     assert "CPU-time limit" in result.error and result.total == 0
 
 
+def test_tests_that_never_end_are_stopped_at_the_deadline(tmp_path):
+    hang = TINY_TESTS.replace("    assert answer == 42 and type(answer) is int", "    while answer == 42:\n        pass")
+    plan = tiny_plan(tmp_path, grading.Limits(seconds=5), tests=(hang,))
+    result = grading.grade_one(notebook(tmp_path / "good.ipynb", "answer = 42"), plan)
+    assert "timed out after 5 s (the tests" in result.error and result.scores == {}
+
+
 def test_without_bubblewrap_grading_refuses_to_pretend(tmp_path, monkeypatch):
     plan = tiny_plan(tmp_path, grading.Limits())
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
@@ -399,8 +406,9 @@ def hostile(tmp_path_factory):
     for name, cell in TAMPER.items():
         add_cells(student, subs / f"{name}.ipynb", cell)
     add_cells(solutions, subs / "calls_course.ipynb", CALLS_COURSE)
-    for name, (cell, _) in ATTACKS.items():
-        add_cells(solutions, subs / f"{name}.ipynb", cell.format(visible=str(visible), outside=str(outside)))
+    for name, (cell, _) in ATTACKS.items():  # first thing in the notebook: the run ends there
+        add_cells(student, subs / f"{name}.ipynb", cell.format(visible=str(visible), outside=str(outside)),
+                  first=True)
     limits = grading.Limits(seconds=240, memory_gib=2.0)
     try:
         grades = labs.grade(WARMUP, subs, subs.parent / "hostile.csv", dist=dist, workers=2, limits=limits)

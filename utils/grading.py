@@ -118,6 +118,8 @@ class Grade:
     scores: dict[str, float] = field(default_factory=dict)
     error: str = ""
     feedback: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def total(self) -> float:
@@ -517,7 +519,7 @@ class _Sandbox:
     def _read(self) -> tuple[dict, bytes]:
         """The next frame; an error row for a violation, a timeout or a process that ended."""
         try:
-            header, blob = read_frame(self.process.stdout.fileno(), self.deadline)
+            header, blob = read_frame(self.process.stdout.fileno(), self.deadline, max_blob=512 << 20)
         except TimeoutError:
             self._kill(f"timed out after {self.plan.limits.seconds:g} s (an endless loop?); not graded")
             raise _Ungradable(self.killed) from None
@@ -810,9 +812,45 @@ def grade_one(submission: Path, plan: Plan) -> Grade:
     Grade
     """
     os.environ.update(plan.trusted_env)
-    grade = Grade(Path(submission).name)
+    start = time.monotonic()
+    grade = _grade(Path(submission), plan)
+    grade.seconds, grade.cpu_seconds = time.monotonic() - start, _cpu_seconds()
+    return grade
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float, limit: float):
+    """Stop the tests at the submission's deadline, even in the tests' own code (main thread only)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Ungradable(f"timed out after {limit:g} s (the tests on this submission's answers); not graded")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
     try:
-        cells = read_cells(Path(submission), plan.lab)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (a grading worker serves one submission)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+
+
+def _grade(submission: Path, plan: Plan) -> Grade:
+    grade = Grade(submission.name)
+    try:
+        cells = read_cells(submission, plan.lab)
     except (SubmissionError, OSError) as err:
         grade.error = str(err)
         return grade
@@ -825,7 +863,8 @@ def grade_one(submission: Path, plan: Plan) -> Grade:
             except WireError as err:
                 raise _Ungradable(f"the submission's answers are not data ({err})") from None
             env = {name: answers.get(name) for name in plan.names}
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                    _alarm(box.deadline - time.monotonic(), plan.limits.seconds):
                 grade.scores, grade.feedback = _run_tests(Path(plan.tests), env)
     except _Ungradable as err:
         grade.scores, grade.feedback, grade.error = {}, {}, str(err)

@@ -450,7 +450,8 @@ def write_feedback(grades: list[Grade], folder: Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for g in grades:
-        parts = [f"{g.submission}: {g.total:g} points", *([f"not graded: {g.error}"] if g.error else [])]
+        parts = [f"{g.submission}: {g.total:g} points ({g.seconds:.0f} s, {g.cpu_seconds:.0f} s of CPU)",
+                 *([f"not graded: {g.error}"] if g.error else [])]
         parts += [f"--- {q}: {g.scores.get(q, 0):g} points\n{text}" for q, text in g.feedback.items()]
         (folder / f"{g.submission}.txt").write_text("\n\n".join(parts) + "\n")
     return folder

@@ -67,6 +67,7 @@ __all__ = [
     "grade_all",
     "answer_names",
     "refused_names",
+    "imported_modules",
     "strip_functions",
 ]
 
@@ -167,6 +168,27 @@ def answer_names(tests: Path) -> list[str]:
                                  "exports only named variables: list the ones the test needs as parameters.")
             names.update(args)
     return sorted(names)
+
+
+def imported_modules(tests: Path) -> list[str]:
+    """The modules that the test files in ``tests`` import (``from utils import x`` gives ``utils.x``).
+
+    Examples
+    --------
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "q1.py").write_text("def t():\n    import numpy as np\n    from utils import assets\n")
+    >>> imported_modules(folder)
+    ['numpy', 'utils', 'utils.assets']
+    """
+    found = set()
+    for path in sorted(Path(tests).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names if node.module == "utils")
+    return sorted(found)
 
 
 def refused_names(tests: Path) -> list[str]:
@@ -872,13 +894,13 @@ def _grade(submission: Path, plan: Plan) -> Grade:
 
 
 # ------------------------------------------------------------- many submissions
-def _pool(workers: int):
-    """Worker processes forked, one per submission, from a server that has imported the heavy modules."""
+def _pool(workers: int, preload: list[str]):
+    """Worker processes forked, one per submission, from a server that has imported ``preload``."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["utils.grading", "numpy", "torch", "otter.test_files"])
+    context.set_forkserver_preload(["utils.grading", "otter.test_files", "torch", "torchvision", *preload])
     fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, **fresh)
 
@@ -891,7 +913,7 @@ def grade_all(submissions: list[Path], plan: Plan, workers: int = 1, report=None
     from concurrent.futures import as_completed
 
     grades: dict[int, Grade] = {}
-    with _pool(workers) as pool:
+    with _pool(workers, imported_modules(Path(plan.tests))) as pool:
         futures = {pool.submit(grade_one, path, plan): i for i, path in enumerate(submissions)}
         for future in as_completed(futures):
             i = futures[future]

@@ -407,15 +407,10 @@ def question_points(lab: str, dist: Path | None = None) -> dict[str, float]:
     points = {}
     with tempfile.TemporaryDirectory() as tmp:
         tests = _extract_tests(autograder_zip(lab, dist), Path(tmp))
-        for path in sorted(tests.glob("*.py"), key=lambda p: _natural_key(p.stem)):
+        for path in sorted(tests.glob("*.py"), key=lambda p: grading._natural_key(p.stem)):
             test = create_test_file(str(path), NBMetadataConfig())
             points[test.name] = test.possible
     return points
-
-
-def _natural_key(text: str) -> list:
-    """Sort key that puts q2 before q10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def _extract_tests(ag_zip: Path, folder: Path) -> Path:

@@ -1,6 +1,7 @@
 """Tests of utils.topology against independent references: gudhi's Rips
-persistence, a brute-force union–find H0, brute-force clique enumeration, and
-closed forms (reach of circles and ellipses, ball volumes, Betti numbers)."""
+persistence and Betti numbers, ripser, a brute-force union–find H0, brute-force
+clique enumeration, and closed forms (reach of circles, ellipses and the waist of
+a Cassini oval, ball volumes, Betti numbers, the boundary of a boundary)."""
 
 from __future__ import annotations
 
@@ -204,6 +205,140 @@ def test_ellipse_sampler_is_uniform_in_arc_length():
     assert near_vertex == pytest.approx(expected, abs=0.01)
 
 
+# ----------------------------------------------------------------------------- homology as linear algebra
+def gudhi_betti(X: np.ndarray, eps: float, maxdim: int) -> list[int]:
+    """Betti numbers 0..maxdim of gudhi's Rips complex at scale eps (an independent implementation)."""
+    tree = gudhi.RipsComplex(points=X, max_edge_length=eps).create_simplex_tree(max_dimension=maxdim + 1)
+    tree.compute_persistence(persistence_dim_max=True)
+    betti = tree.betti_numbers()
+    return (betti + [0] * (maxdim + 1))[: maxdim + 1]
+
+
+def test_boundary_matrix_by_hand_and_boundary_of_boundary_is_zero():
+    triangle, edges, vertices = [(0, 1, 2)], [(0, 1), (0, 2), (1, 2)], [(0,), (1,), (2,)]
+    # d[0,1,2] = [1,2] - [0,2] + [0,1];  d[a,b] = [b] - [a]
+    np.testing.assert_array_equal(topology.boundary_matrix(triangle, edges), [[1], [-1], [1]])
+    np.testing.assert_array_equal(
+        topology.boundary_matrix(edges, vertices), [[-1, -1, 0], [1, 0, -1], [0, 1, 1]]
+    )
+    X = np.random.default_rng(0).uniform(size=(12, 3))
+    complex_ = topology.rips_complex(X, 0.7, maxdim=3)
+    for k in (1, 2):
+        d_k = topology.boundary_matrix(complex_[k], complex_[k - 1])
+        d_up = topology.boundary_matrix(complex_[k + 1], complex_[k])
+        assert d_k.shape == (len(complex_[k - 1]), len(complex_[k])) and set(np.unique(d_k)) <= {-1, 0, 1}
+        assert (np.abs(d_k).sum(axis=0) == k + 1).all()  # a k-simplex has k + 1 faces
+        np.testing.assert_array_equal(d_k @ d_up, 0)
+
+
+def test_rips_complex_matches_brute_force_cliques():
+    X = np.random.default_rng(1).uniform(size=(9, 2))
+    dist = cdist(X, X)
+    complex_ = topology.rips_complex(X, 0.5, maxdim=3)
+    for k, level in enumerate(complex_):
+        expected = [s for s in itertools.combinations(range(9), k + 1)
+                    if all(dist[a, b] <= 0.5 for a, b in itertools.combinations(s, 2))]
+        assert level == expected  # same simplices, lexicographic order
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_betti_from_ranks_matches_ripser_and_gudhi_on_random_clouds(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(size=(16, 2)) if seed % 2 else topology.sample_circle(16, noise=0.1, seed=seed)
+    diagrams = topology.persistence(X, maxdim=1)
+    lengths = np.unique(cdist(X, X))
+    for i in (len(lengths) * np.array([0.05, 0.15, 0.3, 0.5])).astype(int):
+        eps = (lengths[i] + lengths[i + 1]) / 2  # between two edge lengths: no ties (ripser rounds to float32)
+        ours = topology.betti_from_ranks(topology.rips_complex(X, eps, maxdim=2))[:2]
+        assert ours == topology.betti_numbers(diagrams, eps) == gudhi_betti(X, eps, maxdim=1), eps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_laplacian_kernel_dimension_is_the_betti_number(seed):
+    X = topology.sample_circle(14, noise=0.1, seed=seed)
+    complex_ = topology.rips_complex(X, 0.6, maxdim=2)
+    betti = topology.betti_from_ranks(complex_)
+    for k in range(3):
+        laplacian = topology.combinatorial_laplacian(complex_, k)
+        np.testing.assert_allclose(laplacian, laplacian.T)
+        eigenvalues = np.linalg.eigvalsh(laplacian) if len(laplacian) else np.array([])
+        assert eigenvalues.min(initial=0.0) > -1e-9  # positive semi-definite
+        assert int(np.sum(eigenvalues < 1e-9)) == betti[k]
+
+
+def test_huang_three_point_example_as_linear_algebra():
+    X = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    expected = {3.5: ([[(0, 1)]], [2, 0]), 4.5: ([[(0, 1), (0, 2)]], [1, 0]), 5.5: (None, [1, 0])}
+    for eps, (_, betti) in expected.items():
+        complex_ = topology.rips_complex(X, eps, maxdim=2)
+        assert topology.betti_from_ranks(complex_)[:2] == betti
+    edges = topology.rips_complex(X, 4.5, maxdim=1)[1]
+    assert [topology.basis_label(e, 3) for e in edges] == ["110", "101"]
+    psi = topology.simplex_state(edges, 3)
+    expected_state = np.zeros(8)
+    expected_state[[0b110, 0b101]] = 1 / np.sqrt(2)  # (|110> + |101>) / sqrt(2)
+    np.testing.assert_allclose(psi, expected_state)
+    np.testing.assert_allclose(topology.simplex_state([(0, 1)], 3), np.eye(8)[0b110])
+    laplacian = topology.combinatorial_laplacian(topology.rips_complex(X, 4.5, maxdim=1), 1)
+    np.testing.assert_allclose(np.linalg.eigvalsh(laplacian), [1.0, 3.0])  # no zero: beta_1 = 0
+
+
+def test_simplex_state_is_normalised_and_the_register_holds_every_simplex():
+    n = 6
+    everything = topology.rips_complex(np.random.default_rng(0).normal(size=(n, 2)), np.inf, maxdim=n - 1)
+    labels = {topology.basis_label(s, n) for level in everything for s in level}
+    assert len(labels) == 2**n - 1 and "0" * n not in labels  # every non-empty subset, once
+    for level in everything:
+        assert np.linalg.norm(topology.simplex_state(level, n)) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- the reach experiment
+@pytest.mark.parametrize("b", [1.01, 1.05, 1.1])
+def test_cassini_oval_reach_is_its_waist_near_the_lemniscate(b):
+    oval = topology.cassini_oval(b, m=500)
+    gaps = np.linalg.norm(np.diff(np.vstack([oval, oval[:1]]), axis=0), axis=1)
+    assert gaps.max() / gaps.min() < 1.01  # equally spaced in arc length
+    focal = np.prod([np.linalg.norm(oval - [s, 0], axis=1) for s in (-1, 1)], axis=0)
+    np.testing.assert_allclose(focal, b**2, rtol=1e-3)  # on the curve |p - f1| |p - f2| = b^2
+    assert topology.reach_federer(oval) == pytest.approx(np.sqrt(b * b - 1), rel=2e-3)
+    scaled = topology.cassini_oval(b, m=500, length=2 * np.pi)
+    assert topology.curve_length(scaled) == pytest.approx(2 * np.pi)
+
+
+def test_sample_curve_is_uniform_in_arc_length():
+    t = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
+    ellipse = np.column_stack([3 * np.cos(t), np.sin(t)])
+    x, _ = topology.sample_curve(ellipse, 20000, seed=0).T
+    reference, _ = topology.sample_ellipse(20000, 3.0, 1.0, seed=1).T  # rejection sampler, another method
+    assert np.mean(np.abs(x) > 2.9) == pytest.approx(np.mean(np.abs(reference) > 2.9), abs=0.01)
+
+
+def test_recovery_fails_once_the_balls_bridge_the_waist():
+    out = topology.pinch_experiment([1.5, 1.05, 1.01], n=520, eps=0.2, trials=6, progress=False)
+    ratio, success = out["eps_over_tau"], out["success"]
+    assert ratio[0] < 0.5 < ratio[1] < 1.0 < ratio[2]
+    assert success.tolist() == [1.0, 1.0, 0.0]
+    assert np.isfinite(out["nsw_bound"][0]) and np.isnan(out["nsw_bound"][1:]).all()
+    assert out["nsw_bound"][0] < 520  # n is above the bound where the theorem applies
+
+
+# ----------------------------------------------------------------------------- figures and widget
+def test_figures_and_widget_draw():
+    import ipywidgets
+    import matplotlib.pyplot as plt
+
+    X = topology.sample_circle(15, noise=0.05, seed=0)
+    diagrams = topology.persistence(X)
+    assert len(topology.plot_barcode(diagrams, eps=0.5, min_length=0.05).axes) == 1
+    assert topology.plot_persistence_diagram(diagrams).axes[0].get_title() == "persistence diagram"
+    fig = topology.plot_rips_complex(np.array([[0, 0], [3, 0], [0, 4]]), 4.5, labels=True)
+    assert {t.get_text() for t in fig.axes[0].texts} >= {"|110⟩", "|101⟩"}
+    assert isinstance(topology.topology_widget(X, maxdim=1), ipywidgets.VBox)
+    with pytest.raises(ValueError, match=r"\(n, 2\)|2 columns"):
+        topology.topology_widget(np.zeros((5, 3)))
+    plt.close("all")
+
+
 # ----------------------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize(
     "call, error",
@@ -228,6 +363,17 @@ def test_ellipse_sampler_is_uniform_in_arc_length():
         (lambda: topology.rips_simplex_count(np.zeros((3, 2)), -1.0, 1), ValueError),
         (lambda: topology.landmarks(np.zeros((3, 2)), 5), ValueError),
         (lambda: topology.reach_federer(np.zeros((10, 3))), ValueError),
+        (lambda: topology.boundary_matrix([(1, 0)], [(0,), (1,)]), ValueError),  # not increasing
+        (lambda: topology.boundary_matrix([(0, 1, 2)], [(0, 1), (1, 2)]), ValueError),  # a face is missing
+        (lambda: topology.boundary_matrix([(0, 1, 2)], [(0,), (1,)]), ValueError),  # wrong dimension
+        (lambda: topology.boundary_matrix("01", [(0,)]), TypeError),
+        (lambda: topology.betti_from_ranks([]), TypeError),
+        (lambda: topology.combinatorial_laplacian([[(0,)]], 1), ValueError),
+        (lambda: topology.basis_label((0, 3), 3), ValueError),
+        (lambda: topology.simplex_state([], 3), ValueError),
+        (lambda: topology.cassini_oval(1.0), ValueError),
+        (lambda: topology.cassini_oval(0.5), ValueError),
+        (lambda: topology.sample_curve(np.zeros((5, 2)), 10), ValueError),
     ],
 )
 def test_bad_inputs_raise_clear_errors(call, error):

@@ -72,6 +72,8 @@ __all__ = [
 ]
 
 _SANDBOX_HOME = "/submission"
+#: The caches a submission reads: where their staged copies appear, and the writable views of them.
+_VIEWS = (("/course/data", f"{_SANDBOX_HOME}/.cnn-topics"), ("/course/matplotlib", f"{_SANDBOX_HOME}/.matplotlib"))
 _MAX_NOTEBOOK = 50 << 20
 _UID_BASE = 1 << 30  # a sandbox started by root runs as _UID_BASE + its grading process's pid
 _SIGNALS = {9: "was killed (out of memory?)", 24: "reached its CPU-time limit", 25: "wrote a file over the size limit"}
@@ -290,7 +292,7 @@ def _system_binds(args: list[str], made: set[Path]) -> None:
         if (Path("/etc") / name).exists():
             _bind(args, made, Path("/etc") / name)
     for folder in {Path(sys.base_prefix), Path(sys.prefix), Path(os.path.realpath(sys.executable)).parents[1]}:
-        if not str(folder).startswith("/usr/"):
+        if folder != Path("/usr") and Path("/usr") not in folder.parents:
             _bind(args, made, folder)
 
 
@@ -358,7 +360,7 @@ def _split_refused(name: str) -> tuple[str, str]:
                      "its dotted name, e.g. 'utils.models.num_parameters'.")
 
 
-def _sandbox_env(limits: Limits, workers: int, workdir: str) -> dict[str, str]:
+def _sandbox_env(workers: int, workdir: str) -> dict[str, str]:
     """The sandbox's whole environment: its folder as home and caches, offline, threads shared out."""
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     venv_bin = str(Path(sys.executable).parent)
@@ -407,38 +409,47 @@ def make_plan(lab: str, tests: Path, limits: Limits, workers: int, staging: Path
     Plan
     """
     root = os.geteuid() == 0
-    views_in = [("/course/data", "/submission/.cnn-topics"), ("/course/matplotlib", "/submission/.matplotlib")]
     staged = [staging / "data", staging / "matplotlib"]
     for source, target in zip(_cache_folders(), staged, strict=True):
         _stage(source, target, root)
     trusted_env = {k: v for k, v in os.environ.items() if k.startswith(("CNN_TOPICS_", "OMP_", "MKL_", "TORCH"))}
+    trusted_env["CNN_TOPICS_OFFLINE"] = "1"  # the tests see the same data as the offline sandbox
     common = dict(lab=lab, tests=str(tests), names=tuple(answer_names(tests)), limits=limits,
                   trusted_env=trusted_env)
-    python = [sys.executable, "-I", "-B", "-m", "utils.grading_sandbox"]
+    python = (sys.executable, "-I", "-B", "-m", "utils.grading_sandbox")
     if unsafe_no_sandbox:
-        env = {**_sandbox_env(limits, workers, "{workdir}"), "CNN_TOPICS_GRADING": "1"}
-        views = tuple((str(s), f"{{workdir}}/{Path(t).name}") for s, (_, t) in zip(staged, views_in, strict=True))
-        return Plan(**common, command=tuple(python), env=env, views=views, root=False, workdir="")
-    args, made = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-                  "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"], {Path("/")}
+        views = tuple((str(s), f"{{workdir}}/{Path(t).name}") for s, (_, t) in zip(staged, _VIEWS, strict=True))
+        return Plan(**common, command=python, env=_sandbox_env(workers, "{workdir}"), views=views, root=False,
+                    workdir="")
+    command = _bwrap(root) + _binds(tests, staging, staged, limits)
+    for key, value in _sandbox_env(workers, _SANDBOX_HOME).items():
+        command += ["--setenv", key, value]
+    return Plan(**common, command=(*command, "--", *python), env={}, views=_VIEWS, root=root)
+
+
+def _bwrap(root: bool) -> list[str]:
+    """bubblewrap's namespaces and privileges; root keeps only what dropping to its own user id needs."""
+    args = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--clearenv"]
     if root:
-        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    else:
-        args += ["--unshare-user", "--disable-userns"]
+        return args + ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return args + ["--unshare-user", "--disable-userns"]
+
+
+def _binds(tests: Path, staging: Path, staged: list[Path], limits: Limits) -> list[str]:
+    """The sandbox's file system: read-only system, Python, package and caches; two size-limited tmpfs."""
+    args: list[str] = []
+    made = {Path("/")}
     _system_binds(args, made)
     _package_binds(args, made, refused_names(tests), staging)
-    for source, (inside, _) in zip(staged, views_in, strict=True):
+    for source, (inside, _) in zip(staged, _VIEWS, strict=True):
         _bind(args, made, source, Path(inside))
     for source in _cache_folders():
         _bind(args, made, source)  # the links of the staged copies point here
     size = str(limits.disk_mib << 20)
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--size", size, "--tmpfs", "/dev/shm",
-             "--perms", "0777", "--size", size, "--tmpfs", _SANDBOX_HOME, "--remount-ro", "/",
-             "--chdir", _SANDBOX_HOME]
-    env = _sandbox_env(limits, workers, _SANDBOX_HOME)
-    for key, value in env.items():
-        args += ["--setenv", key, value]
-    return Plan(**common, command=(*args, "--", *python), env={}, views=tuple(views_in), root=root)
+    return args + ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--size", size, "--tmpfs", "/dev/shm",
+                   "--perms", "0777", "--size", size, "--tmpfs", _SANDBOX_HOME, "--remount-ro", "/",
+                   "--chdir", _SANDBOX_HOME]
 
 
 def sandbox_problems(plan: Plan) -> list[str]:

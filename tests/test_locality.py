@@ -3,7 +3,11 @@
 * back-propagation against centred finite differences and against PyTorch autograd;
 * the perceptron against Novikoff's mistake bound and the XOR impossibility;
 * connectivity labels against scipy.ndimage.label (an independent component count);
-* the flood fill against scipy's labelling, and the Minsky-Papert additivity argument.
+* the flood fill against scipy's labelling, and the Minsky-Papert additivity argument;
+* the learned networks: the fixed CNN's receptive field against the support of its
+  gradient, Minsky and Papert's identity on its logits for any weights, the recurrent
+  network against the flood fill, and both trained networks against their
+  random-weight controls.
 """
 
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from utils import locality
+from utils import core, locality
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -227,6 +231,80 @@ def test_local_perceptron_fails_on_large_images_and_flood_fill_succeeds():
     assert results["flood fill"] == {12: 1.0, 32: 1.0}
 
 
+# ----------------------------------------------------------------------------- learned networks
+@pytest.mark.parametrize("size", [12, 24])
+def test_flood_fill_marks_the_start_pixels_piece(size):
+    images, _ = locality.connectivity_dataset(40, size, seed=3)
+    marker = locality.flood_fill(images, size * size)
+    x, _ = locality.connectivity_tensors(images, np.zeros(40)).tensors
+    for image, piece, start in zip(images, marker, x[:, 1].numpy(), strict=True):
+        rows, cols = np.nonzero(image)
+        assert start.sum() == 1 and start[rows[0], cols[0]] == 1  # first foreground pixel in reading order
+        pieces, _ = ndimage.label(image)  # 4-connectivity
+        np.testing.assert_array_equal(piece, pieces == pieces[rows[0], cols[0]])
+
+
+def test_fixed_cnn_receptive_field_is_the_support_of_its_gradient():
+    net = locality.FixedDepthCNN()
+    assert core.receptive_field(net, "features", channels=2)["size"] == 14
+    x = torch.rand(1, 2, 40, 40, requires_grad=True)
+    features = net.features(x)
+    features[0, :, 10, 10].sum().backward()  # one unit of the 20 x 20 map
+    rows = np.flatnonzero(x.grad.abs().sum(dim=(0, 1, 3)).numpy())
+    cols = np.flatnonzero(x.grad.abs().sum(dim=(0, 1, 2)).numpy())
+    assert rows.max() - rows.min() + 1 <= 14 and cols.max() - cols.min() + 1 <= 14
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fixed_cnn_obeys_minsky_papert_identity_whatever_its_weights(seed):
+    torch.manual_seed(seed)
+    net = locality.FixedDepthCNN()
+    f = locality.quadruple_margins(net, size=40, seed=seed)  # no 14-pixel window sees both switches
+    assert abs(f[0] + f[3] - f[1] - f[2]) < 1e-6  # float32 rounding only
+    small = locality.quadruple_margins(net, size=12, seed=seed)  # a window sees both: no identity
+    assert abs(small[0] + small[3] - small[1] - small[2]) > 1e-5
+
+
+@pytest.mark.parametrize("size", [12, 24])
+def test_recurrent_fill_with_a_perfect_gate_is_the_flood_fill(size):
+    net = locality.RecurrentFill()
+    with torch.no_grad():
+        net.gate.weight.fill_(20.0)
+        net.gate.bias.fill_(-10.0)  # gate 1 on the figure, 0 on the background
+    images, labels = locality.connectivity_dataset(60, size, seed=size)
+    data = locality.connectivity_tensors(images, labels)
+    np.testing.assert_array_equal(core.predict(net, data.tensors[0]).numpy(), labels)
+    with torch.no_grad():
+        marker = net.marker(data.tensors[0])[:, 0].numpy() > 0.5
+    np.testing.assert_array_equal(marker, locality.flood_fill(images, size * size))
+    assert core.receptive_field(net, "propagate", channels=2, size=size)["size"] == 6 * size + 1
+
+
+def test_piece_loss_gives_the_gate_a_gradient():
+    data = locality.connectivity_tensors(*locality.connectivity_dataset(8, 12))
+    net = locality.RecurrentFill()
+    loss, logits = locality.piece_loss(net, *data.tensors)
+    loss.backward()
+    assert net.gate.weight.grad.abs().item() > 0 and logits.shape == (8, 2)
+
+
+def test_trained_fixed_cnn_degrades_beyond_its_receptive_field_and_recurrent_network_does_not():
+    out = locality.learned_connectivity_experiment([12, 24], n_train=800, n_test=200, epochs=4, progress=False)
+    fixed, recurrent = out["accuracy"]["fixed-depth CNN"], out["accuracy"]["recurrent network"]
+    assert fixed[12] > 0.9 and fixed[24] < 0.65
+    assert recurrent == {12: 1.0, 24: 1.0}
+    assert max(out["control"].values()) < 0.65  # random weights fail
+    assert out["receptive_field"]["fixed-depth CNN"] == {12: 14, 24: 14}
+    assert out["receptive_field"]["recurrent network"] == {12: 73, 24: 145}
+
+
+def test_connectivity_network_validates_its_kind():
+    with pytest.raises(ValueError, match="'resnet'"):
+        locality.connectivity_network("resnet", 12, 10, 1)
+    with pytest.raises(ValueError, match="at least 12"):
+        locality.connectivity_network("fixed", 8, 10, 1)
+
+
 # ----------------------------------------------------------------------------- order of a predicate
 @pytest.mark.parametrize("n", range(1, 7))
 def test_parity_has_order_n(n):
@@ -261,6 +339,11 @@ def test_figures_and_xor_playground_widget_draw():
     assert len(locality.plot_hidden_units(net, X, y).axes) >= 4
     results = {"k=3": {12: 0.7, 16: 0.5}, "flood fill": {12: 1.0, 16: 1.0}}
     assert locality.plot_connectivity_experiment(results).axes[0].get_ylabel() == "test accuracy"
+    learned = {"accuracy": {"fixed-depth CNN": {12: 1.0, 24: 0.5}, "recurrent network": {12: 1.0, 24: 1.0}},
+               "receptive_field": {"fixed-depth CNN": {12: 14, 24: 14}, "recurrent network": {12: 73, 24: 145}},
+               "control": {"fixed-depth CNN": 0.5, "recurrent network": 0.5}}
+    legend = [t.get_text() for t in locality.plot_learned_connectivity(learned).axes[0].get_legend().texts]
+    assert "fixed-depth CNN (receptive field 14 px)" in legend
     panel = locality.xor_playground_widget(hidden=2, epochs=100, activation="relu")
     assert isinstance(panel, ipywidgets.VBox)
     plt.close("all")

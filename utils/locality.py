@@ -12,9 +12,15 @@ the chapter's algorithms, each small enough to be read on the page:
 * :func:`connectivity_dataset`, :func:`minsky_papert_quadruple` — binary images
   whose connectivity is decided by two switches far apart, Minsky and Papert's
   construction of §0.8 / Figure 5.1;
-* :func:`local_pattern_counts`, :func:`propagate_connectivity` and
-  :func:`connectivity_experiment` — a perceptron of bounded support (linear
-  model on k×k patch patterns) against a recurrent "flood fill" network.
+* :func:`local_pattern_counts`, :func:`flood_fill`, :func:`propagate_connectivity`
+  and :func:`connectivity_experiment` — a perceptron of bounded support (linear
+  model on k×k patch patterns) against a recurrent "flood fill" network;
+* learned networks on connectivity: :class:`FixedDepthCNN` (a fixed receptive
+  field) against :class:`RecurrentFill` (:func:`propagation_step` repeated, a
+  receptive field that grows with the image), trained by :func:`connectivity_network`
+  and compared by :func:`learned_connectivity_experiment`; :func:`quadruple_margins`
+  checks Minsky and Papert's identity on a trained network;
+* figures and the chapter's Try-it panel, :func:`xor_playground_widget`.
 
 Shape letters: N samples, D input features, H hidden units, S image side.
 """
@@ -27,14 +33,18 @@ from collections.abc import Callable, Sequence
 import ipywidgets
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 from scipy import sparse
 from scipy.optimize import linprog
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler
+from torch import nn
+from torch.utils.data import TensorDataset
 
-from . import widgets
+from . import config, core, widgets
 
 __all__ = [
     "xor_dataset",
@@ -47,11 +57,22 @@ __all__ = [
     "connectivity_dataset",
     "local_pattern_counts",
     "order_k_accuracy",
+    "flood_fill",
     "propagate_connectivity",
     "connectivity_experiment",
+    "connectivity_tensors",
+    "FixedDepthCNN",
+    "propagation_step",
+    "RecurrentFill",
+    "piece_loss",
+    "connectivity_network",
+    "learned_connectivity_experiment",
+    "quadruple_margins",
     "plot_decision_boundary",
     "plot_hidden_units",
     "plot_connectivity_experiment",
+    "plot_learned_connectivity",
+    "xor_playground_widget",
 ]
 
 _ACTIVATIONS = ("sigmoid", "tanh", "relu")
@@ -483,11 +504,10 @@ def predicate_order(predicate: Callable[[np.ndarray], bool], n: int) -> int:
 
 
 # ----------------------------------------------------------------------------- connectivity images
-def _check_size(size: int) -> None:
-    if not isinstance(size, (int, np.integer)) or size < 12:
-        raise ValueError(
-            f"size must be an integer of at least 12 pixels (room for four rails), got {size!r}."
-        )
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 12:
+        raise ValueError(f"size must be an integer of at least 12 pixels (room for four rails), got {size!r}.")
+    return int(size)
 
 
 def _random_geometry(size: int, rng: np.random.Generator) -> dict:
@@ -685,8 +705,23 @@ def order_k_accuracy(
     return float((classifier.predict(X_test) == test[1]).mean())
 
 
-def propagate_connectivity(images: np.ndarray, steps: int) -> np.ndarray:
-    r"""A recurrent network of 3×3 cells: a flood fill run for ``steps`` steps.
+def _images(images: object) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must have shape (N, S, S), got {images.shape}; add a batch axis with images[None].")
+    return images > 0
+
+
+def _start_marker(images: np.ndarray) -> np.ndarray:
+    """(N, S, S) bool: the first foreground pixel of each image in reading order (none for a blank image)."""
+    flat = images.reshape(len(images), -1)
+    marker = np.zeros_like(flat)
+    marker[np.arange(len(flat)), flat.argmax(axis=1)] = flat.any(axis=1)
+    return marker.reshape(images.shape)
+
+
+def flood_fill(images: np.ndarray, steps: int) -> np.ndarray:
+    r"""The marker of a recurrent network of 3×3 cells after ``steps`` steps: a flood fill.
 
     A marker starts at the first foreground pixel (in reading order) and each
     step spreads it to the 4-neighbours that are foreground,
@@ -698,7 +733,47 @@ def propagate_connectivity(images: np.ndarray, steps: int) -> np.ndarray:
 
     the same convolution at every step (a recurrent CNN). After t steps a
     pixel's marker depends on pixels up to t away: its receptive field grows
-    with depth. The image is called connected iff the marker covers all of X.
+    with depth. Run long enough, the marker is the start pixel's piece of the figure.
+
+    Parameters
+    ----------
+    images : ndarray of shape (N, S, S) in {0, 1}
+    steps : int ≥ 0
+        Steps to run (it stops early once the marker no longer changes).
+
+    Returns
+    -------
+    marker : ndarray of shape (N, S, S), bool
+
+    References
+    ----------
+    Minsky, M. and Papert, S. (1969). *Perceptrons*, §13 (connectedness by a
+    serial, iterative machine).
+
+    Examples
+    --------
+    >>> two_pieces = np.array([[[1, 1, 0, 1]]])
+    >>> flood_fill(two_pieces, steps=5).astype(int).tolist()
+    [[[1, 1, 0, 0]]]
+    """
+    images = _images(images)
+    steps = core.check_int(steps, "steps", minimum=0)
+    marker = _start_marker(images)
+    for _ in range(steps):
+        grown = marker.copy()
+        grown[:, 1:] |= marker[:, :-1]
+        grown[:, :-1] |= marker[:, 1:]
+        grown[:, :, 1:] |= marker[:, :, :-1]
+        grown[:, :, :-1] |= marker[:, :, 1:]
+        grown &= images
+        if (grown == marker).all():
+            break
+        marker = grown
+    return marker
+
+
+def propagate_connectivity(images: np.ndarray, steps: int) -> np.ndarray:
+    """Connected or not, by the flood fill: 1 iff after ``steps`` steps the marker covers the figure.
 
     Parameters
     ----------
@@ -708,24 +783,14 @@ def propagate_connectivity(images: np.ndarray, steps: int) -> np.ndarray:
     Returns
     -------
     predictions : ndarray of shape (N,), int — 1 for "connected"
+
+    Examples
+    --------
+    >>> propagate_connectivity(np.array([[[1, 1, 0, 1]], [[1, 1, 1, 1]]]), steps=5).tolist()
+    [0, 1]
     """
-    images = np.asarray(images) > 0
-    if images.ndim != 3:
-        raise ValueError(f"images must have shape (N, S, S), got {images.shape}.")
-    if not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}.")
-    flat = images.reshape(len(images), -1)
-    marker = np.zeros_like(flat)
-    marker[np.arange(len(flat)), flat.argmax(axis=1)] = flat.any(axis=1)
-    marker = marker.reshape(images.shape)
-    for _ in range(steps):
-        grown = marker.copy()
-        grown[:, 1:] |= marker[:, :-1]
-        grown[:, :-1] |= marker[:, 1:]
-        grown[:, :, 1:] |= marker[:, :, :-1]
-        grown[:, :, :-1] |= marker[:, :, 1:]
-        marker = grown & images
-    return (marker == images).all(axis=(1, 2)).astype(int)
+    images = _images(images)
+    return (flood_fill(images, steps) == images).all(axis=(1, 2)).astype(int)
 
 
 def connectivity_experiment(
@@ -741,6 +806,11 @@ def connectivity_experiment(
     Returns ``{"k=3": {size: accuracy}, ..., "flood fill": {size: accuracy}}``;
     the flood fill runs S² steps (enough for any path). Each ``t`` in ``steps``
     adds a curve ``"flood fill, t steps"``: a recurrent network of fixed depth.
+
+    Examples
+    --------
+    >>> connectivity_experiment([12], ks=[3], n_train=40, n_test=40)["flood fill"]
+    {12: 1.0}
     """
     results: dict[str, dict[int, float]] = {f"k={k}": {} for k in ks}
     results["flood fill"] = {}
@@ -754,6 +824,278 @@ def connectivity_experiment(
             name = "flood fill" if t == size * size else f"flood fill, {t} steps"
             results[name][size] = float((propagate_connectivity(test[0], t) == test[1]).mean())
     return results
+
+
+# ----------------------------------------------------------------------------- learned networks
+def connectivity_tensors(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
+    """The connectivity images as a torch data set: x of shape (N, 2, S, S) — the image and its start pixel.
+
+    Channel 0 is the figure, channel 1 marks its first foreground pixel (where
+    :func:`flood_fill` starts), as the Pathfinder task marks its end points.
+    Labels become a long tensor of shape (N,).
+
+    Examples
+    --------
+    >>> data = connectivity_tensors(*connectivity_dataset(4, 12))
+    >>> tuple(data.tensors[0].shape), data.tensors[1].tolist()
+    ((4, 2, 12, 12), [1, 0, 0, 1])
+    """
+    images = _images(images)
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must have shape ({len(images)},), one per image, got {labels.shape}.")
+    x = np.stack([images, _start_marker(images)], axis=1).astype(np.float32)
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(labels.astype(np.int64)))
+
+
+class FixedDepthCNN(nn.Module):
+    """A small CNN of fixed depth: ``stages`` of two 3×3 conv–ReLU layers (2×2 max-pooling between
+    stages), global average pooling and a linear read-out.
+
+    With two stages every unit of ``features`` sees a 14×14 window
+    (``core.receptive_field(net, "features", channels=2)``), whatever the image
+    size. The read-out adds up what the windows report, so when no window sees
+    both switches of a :func:`minsky_papert_quadruple`, the logit margins obey
+    Minsky and Papert's identity f(0,0) + f(1,1) = f(0,1) + f(1,0).
+
+    Named modules: ``features`` (``features.0`` … convolutions, ReLUs, pooling),
+    ``pool``, ``flatten``, ``classifier``. Input (B, 2, S, S) from
+    :func:`connectivity_tensors`; output (B, 2) logits.
+
+    Examples
+    --------
+    >>> core.receptive_field(FixedDepthCNN(), "features", channels=2)
+    {'size': 14, 'stride': 2}
+    """
+
+    def __init__(self, width: int = 16, stages: int = 2) -> None:
+        super().__init__()
+        width, stages = core.check_int(width, "width"), core.check_int(stages, "stages")
+        layers: list[nn.Module] = []
+        for stage in range(stages):
+            if stage:
+                layers.append(nn.MaxPool2d(2))
+            layers += [nn.Conv2d(2 if stage == 0 else width, width, 3, padding=1), nn.ReLU(),
+                       nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.pool(self.features(x))))
+
+
+def propagation_step(marker: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    r"""One step of the recurrent network: the marker enters a pixel as far as the pixel's gate lets it.
+
+    .. math::
+
+        m^{(t+1)} = \max\big(m^{(t)},\ \min\big(g,\ \max_{q \in N(p)} m^{(t)}_q\big)\big)
+
+    with :math:`N(p)` the pixel and its 4 neighbours (a 3×1 and a 1×3 max-pooling).
+    With :math:`g = 1` on the figure and 0 elsewhere this is one step of
+    :func:`flood_fill`; in general :math:`m_p` becomes the best "weakest gate" of a
+    path from the start, which does not fade with the path's length.
+
+    Parameters
+    ----------
+    marker, gate : Tensor (B, 1, S, S)
+        Values in [0, 1].
+
+    Returns
+    -------
+    Tensor (B, 1, S, S)
+
+    Examples
+    --------
+    >>> m = torch.tensor([[[[1.0, 0.0, 0.0]]]]); g = torch.tensor([[[[1.0, 0.9, 0.2]]]])
+    >>> propagation_step(propagation_step(m, g), g)
+    tensor([[[[1.0000, 0.9000, 0.2000]]]])
+    """
+    neighbours = torch.maximum(F.max_pool2d(marker, (3, 1), stride=1, padding=(1, 0)),
+                               F.max_pool2d(marker, (1, 3), stride=1, padding=(0, 1)))
+    return torch.maximum(marker, torch.minimum(gate, neighbours))
+
+
+class _Propagation(nn.Module):
+    """``steps_per_side × S`` applications of :func:`propagation_step`: one module, so hooks see its output."""
+
+    def __init__(self, steps_per_side: int) -> None:
+        super().__init__()
+        self.steps_per_side = steps_per_side
+
+    def forward(self, gate: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        marker = start
+        for _ in range(self.steps_per_side * gate.shape[-1]):
+            marker = propagation_step(marker, gate)
+        return marker
+
+
+class RecurrentFill(nn.Module):
+    r"""A recurrent network whose receptive field grows with the image: a learned gate, then
+    :func:`propagation_step` repeated ``steps_per_side × S`` times from the start pixel.
+
+    The gate :math:`g = \sigma(\text{1×1 conv of the image})` is learned: which pixels
+    the marker may enter. The same step is applied again and again (shared
+    weights), so after T steps a unit sees ``2T + 1`` pixels
+    (``core.receptive_field(net, "propagate", channels=2, size=S)``). The figure is
+    called connected when its least-reached pixel has a marker above ½: output
+    logits ``(1 − c, c)`` with c that marker.
+
+    Named modules: ``gate`` (the 1×1 convolution), ``propagate``. Input
+    (B, 2, S, S) from :func:`connectivity_tensors`.
+
+    Examples
+    --------
+    >>> net = RecurrentFill()
+    >>> core.receptive_field(net, "propagate", channels=2, size=12)
+    {'size': 73, 'stride': 1}
+    """
+
+    def __init__(self, steps_per_side: int = 3) -> None:
+        super().__init__()
+        self.gate = nn.Conv2d(1, 1, 1)
+        self.propagate = _Propagation(core.check_int(steps_per_side, "steps_per_side"))
+
+    def marker(self, x: torch.Tensor) -> torch.Tensor:
+        """The marker after the last step, shape (B, 1, S, S)."""
+        image, start = x[:, :1], x[:, 1:]
+        return self.propagate(torch.sigmoid(self.gate(image)), start)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.read_out(self.marker(x), x)
+
+    @staticmethod
+    def read_out(marker: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits (1 − c, c), c the smallest marker on the figure."""
+        covered = torch.where(x[:, :1] > 0, marker, torch.ones_like(marker)).amin(dim=(1, 2, 3))
+        return torch.stack([1 - covered, covered], dim=1)
+
+
+def piece_loss(model: RecurrentFill, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The training loss of :class:`RecurrentFill`: per pixel of the figure, is it in the start pixel's piece?
+
+    .. math:: J = -\frac{1}{|X|}\sum_{p \in X} \big[t_p \log m_p + (1 - t_p)\log(1 - m_p)\big]
+
+    with :math:`t_p = 1` iff :func:`flood_fill` run to the end reaches p. The
+    image's label is the special case "every t_p = 1"; the pixels give the network
+    an answer at every place, not one per image. Returns ``(loss, logits)`` as
+    :func:`core.train` expects.
+
+    Examples
+    --------
+    >>> x, y = connectivity_tensors(*connectivity_dataset(4, 12)).tensors
+    >>> loss, logits = piece_loss(RecurrentFill(), x, y)
+    >>> loss.ndim, tuple(logits.shape)
+    (0, (4, 2))
+    """
+    images = x[:, 0].detach().cpu().numpy()
+    target = torch.from_numpy(flood_fill(images, steps=images.shape[-1] ** 2)).to(x)[:, None]
+    marker = model.marker(x)
+    on = x[:, :1] > 0
+    loss = F.binary_cross_entropy(marker[on].clamp(1e-6, 1 - 1e-6), target[on])
+    return loss, model.read_out(marker, x)
+
+
+_NETWORKS = {  # kind: (class, loss, Adam's learning rate, batch size)
+    "fixed": (FixedDepthCNN, core.cross_entropy_step, 3e-3, 16),
+    "recurrent": (RecurrentFill, piece_loss, 0.3, 32),
+}
+
+
+def connectivity_network(
+    kind: str, size: int, n_train: int, epochs: int, seed: int = 0, train: bool = True, progress: bool = True
+) -> nn.Module:
+    """A :class:`FixedDepthCNN` (``"fixed"``) or :class:`RecurrentFill` (``"recurrent"``) trained on connectivity.
+
+    Trained with :func:`core.train` (Adam) on ``n_train`` images of
+    side ``size`` from :func:`connectivity_dataset` — the fixed CNN on the labels
+    (cross-entropy), the recurrent network with :func:`piece_loss` — and cached by
+    :func:`core.cached_model`. With ``train=False``: the same architecture with
+    its seeded random weights, the control.
+
+    Examples
+    --------
+    >>> net = connectivity_network("fixed", size=12, n_train=64, epochs=1, progress=False)
+    >>> net.arch, tuple(net(torch.zeros(1, 2, 12, 12)).shape)
+    ('connectivity_fixed', (1, 2))
+    """
+    if kind not in _NETWORKS:
+        raise ValueError(f"Unknown network kind {kind!r}; expected one of {sorted(_NETWORKS)}.")
+    network, loss_fn, lr, batch_size = _NETWORKS[kind]
+    size, n_train, epochs = _check_size(size), core.check_int(n_train, "n_train", 2), core.check_int(epochs, "epochs")
+
+    def build() -> nn.Module:
+        torch.manual_seed(seed)
+        return network()
+
+    def fit(model: nn.Module) -> None:
+        data = connectivity_tensors(*connectivity_dataset(n_train, size, seed=seed))
+        core.train(model, data, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn, seed=seed,
+                   progress=progress, desc=f"{kind} network, S={size}")
+
+    if not train:
+        return build().to(config.device()).eval()
+    settings = {"size": size, "n_train": n_train, "epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}
+    return core.cached_model(f"connectivity_{kind}", settings, build, fit)
+
+
+def learned_connectivity_experiment(
+    sizes: Sequence[int], n_train: int, n_test: int, epochs: int, seed: int = 0, progress: bool = True
+) -> dict[str, dict]:
+    """Accuracy against image size of a fixed-depth CNN (trained at each size) and of the recurrent network
+    (trained once, at the smallest size), with their receptive fields and random-weight controls.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy": {name: {size: acc}}, "receptive_field": {name: {size: pixels}},
+        "control": {name: acc of the untrained network at the smallest size}}`` with
+        names ``"fixed-depth CNN"`` and ``"recurrent network"``.
+
+    Examples
+    --------
+    >>> out = learned_connectivity_experiment([12], 64, 64, epochs=1, progress=False)
+    >>> out["receptive_field"]
+    {'fixed-depth CNN': {12: 14}, 'recurrent network': {12: 73}}
+    """
+    sizes = [_check_size(s) for s in sizes]
+    names = {"fixed": "fixed-depth CNN", "recurrent": "recurrent network"}
+    out: dict[str, dict] = {key: {name: {} for name in names.values()} for key in ("accuracy", "receptive_field")}
+    smallest = min(sizes)
+    recurrent = connectivity_network("recurrent", smallest, n_train, epochs, seed, progress=progress)
+    tests = {s: connectivity_tensors(*connectivity_dataset(n_test, s, seed=seed + 1)) for s in sizes}
+    out["control"] = {names[kind]: core.accuracy(connectivity_network(kind, smallest, n_train, epochs, seed,
+                                                                      train=False), tests[smallest])
+                      for kind in names}
+    for size in sizes:
+        fixed = connectivity_network("fixed", size, n_train, epochs, seed, progress=progress)
+        for kind, model, layer in (("fixed", fixed, "features"), ("recurrent", recurrent, "propagate")):
+            out["accuracy"][names[kind]][size] = core.accuracy(model, tests[size])
+            out["receptive_field"][names[kind]][size] = core.receptive_field(model, layer, 2, size)["size"]
+    return out
+
+
+def quadruple_margins(model: nn.Module, size: int, seed: int = 0) -> np.ndarray:
+    """Logit margins f = logit(connected) − logit(two pieces) of a network on one Minsky–Papert quadruple.
+
+    Returns f for the switch states (0, 0), (0, 1), (1, 0), (1, 1). A network that
+    adds up what windows report (:class:`FixedDepthCNN`) has
+    f(0,0) + f(1,1) − f(0,1) − f(1,0) = 0 when no window sees both switches, so at
+    least one of the four figures is misclassified.
+
+    Examples
+    --------
+    >>> f = quadruple_margins(FixedDepthCNN(), size=40)
+    >>> bool(abs(f[0] + f[3] - f[1] - f[2]) < 1e-5)
+    True
+    """
+    images, labels = minsky_papert_quadruple(size, seed=seed)
+    x, _ = connectivity_tensors(images, labels).tensors
+    with torch.no_grad(), core.restoring(core.check_model(model)):
+        logits = model.eval()(x.to(core.model_device(model))).double().cpu()
+    return (logits[:, 1] - logits[:, 0]).numpy()
 
 
 # --------------------------------------------------------------- figures (this chapter only)
@@ -851,18 +1193,62 @@ def plot_connectivity_experiment(
     return ax.figure
 
 
+def plot_learned_connectivity(results: dict[str, dict], ax: plt.Axes | None = None) -> Figure:
+    """Accuracy against image side of the networks of :func:`learned_connectivity_experiment`.
+
+    Each curve's label gives the network's receptive field; the shaded band holds the
+    image sides that fit in the fixed CNN's field, and crosses mark the untrained
+    (random-weight) controls at the smallest side.
+
+    Examples
+    --------
+    >>> fake = {"accuracy": {"fixed-depth CNN": {12: 1.0, 40: 0.5}, "recurrent network": {12: 1.0, 40: 1.0}},
+    ...         "receptive_field": {"fixed-depth CNN": {12: 14, 40: 14}, "recurrent network": {12: 73, 40: 241}},
+    ...         "control": {"fixed-depth CNN": 0.5, "recurrent network": 0.5}}
+    >>> plot_learned_connectivity(fake).axes[0].get_ylabel()
+    'test accuracy'
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.6, 3.8))
+    accuracy, fields = results["accuracy"], results["receptive_field"]
+    sizes = sorted(next(iter(accuracy.values())))
+    for (name, curve), marker in zip(accuracy.items(), "os", strict=False):
+        field = sorted(set(fields[name].values()))
+        grows = f"{field[0]}–{field[-1]} px, grows with S" if len(field) > 1 else f"{field[0]} px"
+        ax.plot(list(curve), list(curve.values()), marker=marker, label=f"{name} (receptive field {grows})")
+    fixed_field = min(min(f.values()) for f in fields.values())
+    ax.axvspan(sizes[0] - 1, fixed_field, color="C0", alpha=0.1, label="image fits in the CNN's receptive field")
+    for (name, acc), colour in zip(results["control"].items(), ("C0", "C1"), strict=False):
+        ax.plot([sizes[0]], [acc], "x", color=colour, ms=9, mew=2, label=f"{name}, untrained")
+    ax.axhline(0.5, color="grey", lw=1)
+    ax.text(sizes[-1], 0.51, "chance ", color="grey", fontsize=8, va="bottom", ha="right")
+    ax.set(xlabel="image side S (pixels)", ylabel="test accuracy", ylim=(0.3, 1.05), xticks=sizes,
+           title="Connected or not? Learned networks")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.figure.tight_layout()
+    return ax.figure
+
+
 # ------------------------------------------------------------------------- Try it
-
-
-def xor_playground_widget(hidden: int = 4, lr: float = 2.0, epochs: int = 2000,
-                          activation: str = "sigmoid", seed: int = 0) -> ipywidgets.VBox:
-    """XOR playground: train a [2, hidden, 1] MLP by back-propagation and redraw its boundary.
+def xor_playground_widget(
+    hidden: int = 4, lr: float = 2.0, epochs: int = 2000, activation: str = "sigmoid", seed: int = 0
+) -> ipywidgets.VBox:
+    """XOR playground: train a [2, hidden, 1] :class:`MLP` by back-propagation and redraw its boundary.
 
     Controls: hidden units, learning rate, epochs, hidden activation and seed.
     The figure shows the output ŷ over the input plane with its ½ contour (the
     decision boundary) beside the loss curve. Training takes up to about a
     second, so the panel redraws when "Run" is pressed.
+
+    Examples
+    --------
+    >>> panel = xor_playground_widget(hidden=2, epochs=100)
+    Figure(840x350)
     """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; expected one of {_ACTIVATIONS}.")
+
     def draw(hidden: int, lr: float, epochs: int, activation: str, seed: int) -> Figure:
         X, y = xor_dataset()
         net = MLP([2, hidden, 1], activation=activation, seed=seed)
@@ -870,21 +1256,19 @@ def xor_playground_widget(hidden: int = 4, lr: float = 2.0, epochs: int = 2000,
         accuracy = (net.predict(X) == y).mean()
         fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.5))
         plot_decision_boundary(lambda P: net.forward(P)[:, 0], X, y, ax=left,
-                                        title=f"{hidden} {activation} units: {accuracy:.0%} right")
+                               title=f"{hidden} {activation} units: {accuracy:.0%} right")
         right.plot(losses)
-        right.set(xlabel="epoch", ylabel="loss E = ½Σ(ŷ − y)²", yscale="log",
-                  title=f"learning rate {lr:g}")
+        right.set(xlabel="epoch", ylabel="loss E = ½Σ(ŷ − y)²", yscale="log", title=f"learning rate {lr:g}")
         right.grid(alpha=0.3)
         fig.tight_layout()
         return fig
 
     return widgets.try_it(
-        draw, run_button=True,
+        draw,
+        run_button=True,
         hidden=ipywidgets.IntSlider(value=hidden, min=1, max=8, description="hidden units"),
-        lr=ipywidgets.FloatLogSlider(value=lr, base=10, min=-2, max=1, step=0.1,
-                                  description="learning rate"),
+        lr=ipywidgets.FloatLogSlider(value=lr, base=10, min=-2, max=1, step=0.1, description="learning rate"),
         epochs=ipywidgets.IntSlider(value=epochs, min=100, max=5000, step=100, description="epochs"),
-        activation=ipywidgets.Dropdown(value=activation, options=["sigmoid", "tanh", "relu"],
-                                    description="activation"),
+        activation=ipywidgets.Dropdown(value=activation, options=list(_ACTIVATIONS), description="activation"),
         seed=ipywidgets.IntSlider(value=seed, min=0, max=9, description="seed"),
     )

@@ -998,30 +998,34 @@ def plot_pinch_experiment(
     --------
     >>> fake = {"b": np.array([2.0, 1.01]), "tau": np.array([0.74, 0.12]), "eps_over_tau": np.array([0.27, 1.6]),
     ...         "success": np.array([1.0, 0.0]), "nsw_bound": np.array([492.0, np.nan])}
-    >>> len(plot_pinch_experiment(fake, n=500, eps=0.2).axes)
-    3
+    >>> [ax.get_title() for ax in plot_pinch_experiment(fake, n=500, eps=0.2).axes[1:3]]
+    ["Recovering the oval's homology", 'The NSW bound (none for ε ≥ τ/2)']
     """
-    fig, (shapes, recovery, bound) = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.1, 1, 1]})
-    colours = plt.cm.viridis_r(np.linspace(0.1, 0.9, len(results["b"])))
-    for b, tau, colour in zip(results["b"], results["tau"], colours, strict=True):
-        shapes.plot(*cassini_oval(b, m=400, length=length).T, color=colour, lw=1.2, label=f"τ = {tau:.2f}")
-    shapes.set(aspect="equal", title=f"The family (length {length:.3g}), pinched towards self-contact",
-               xticks=[], yticks=[])
-    shapes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="reach")
+    fig, (shapes, recovery, bound) = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw={"width_ratios": [1.2, 1, 1]})
+    taus = results["tau"]
+    colours = plt.cm.ScalarMappable(plt.Normalize(taus.min(), taus.max()), cmap="viridis")
+    for b, tau in zip(results["b"], taus, strict=True):
+        shapes.plot(*cassini_oval(b, m=400, length=length).T, color=colours.to_rgba(tau), lw=1.2)
+    fig.colorbar(colours, ax=shapes, shrink=0.8, label="reach τ")
+    shapes.set(aspect="equal", title=f"Cassini ovals of length {length:.3g}", xticks=[], yticks=[])
     ratio, success = results["eps_over_tau"], results["success"]
+    limits = (ratio.min() / 1.15, ratio.max() * 1.15)
     for ax in (recovery, bound):
-        ax.axvspan(ratio.min() / 1.1, 0.5, color="C2", alpha=0.12, label="ε < τ/2: the theorem applies")
+        ax.axvspan(limits[0], 0.5, color="C2", alpha=0.12, label="ε < τ/2: the theorem applies")
         ax.axvline(1.0, color="C3", ls="--", lw=1, label="ε = τ: the ε-balls bridge the waist")
-        ax.set(xscale="log", xlabel="ε / τ  (ε fixed, the reach τ shrinks →)")
+        ax.set(xscale="log", xlim=limits, xlabel="ε / τ   (ε fixed; the reach τ shrinks →)")
+        ax.set_xticks([t for t in (0.25, 0.5, 1, 2) if limits[0] <= t <= limits[1]])
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.grid(alpha=0.3)
-    recovery.plot(ratio, success, "o-", color="k", label=f"empirical, n = {n}, ε = {eps:g}")
+    recovery.plot(ratio, success, "o-", color="k", label=f"empirical: n = {n}, ε = {eps:g}")
     recovery.axhline(1 - delta, color="grey", ls=":", lw=1, label=f"1 − δ = {1 - delta:g}")
-    recovery.set(ylabel="P(Betti numbers = (1, 1))", ylim=(-0.05, 1.05), title="Recovering a circle's homology")
+    recovery.set(ylabel="P(Betti numbers = (1, 1))", ylim=(-0.05, 1.05), title="Recovering the oval's homology")
     recovery.legend(fontsize=7, loc="lower left")
-    bound.plot(ratio, results["nsw_bound"], "s-", color="C0", label="NSW: n needed")
+    bound.plot(ratio, results["nsw_bound"], "s-", color="C0", label="NSW bound: n needed")
     bound.axhline(n, color="k", lw=1, label=f"n used = {n}")
     bound.set(ylabel="samples n", ylim=(0, 1.3 * max(n, np.nanmax(results["nsw_bound"]))),
-              title="The NSW bound (undefined for ε ≥ τ/2)")
+              title="The NSW bound (none for ε ≥ τ/2)")
     bound.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
@@ -1125,12 +1129,17 @@ def plot_rips_complex(
     ax.add_collection(PatchCollection([Polygon(X[list(t)]) for t in triangles], color="C1", alpha=0.3, lw=0))
     ax.add_collection(LineCollection([X[list(e)] for e in edges], color="k", lw=1.0))
     ax.plot(*X.T, "ko", ms=4 if len(X) > 10 else 7)
-    if labels:
+    if labels:  # vertex numbers pushed away from the centre; edges named by their basis state
+        centre = X.mean(axis=0)
         for i, p in enumerate(X):
-            ax.annotate(str(i), p, textcoords="offset points", xytext=(-12, -12), fontsize=10)
+            away = (p - centre) / max(np.linalg.norm(p - centre), 1e-12)
+            ax.annotate(str(i), p, textcoords="offset points", xytext=tuple(14 * away), fontsize=11,
+                        ha="center", va="center", weight="bold")
         for e in edges:
-            ax.annotate(f"|{basis_label(e, len(X))}⟩", X[list(e)].mean(0), fontsize=9, color="C3", ha="center",
-                        bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.8})
+            ax.annotate(f"|{basis_label(e, len(X))}⟩", X[list(e)].mean(0), fontsize=10, color="C3", ha="center",
+                        va="center", bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.85})
+        ax.set_axis_off()
+        ax.margins(0.15)
     ax.set_aspect("equal")
     ax.set_title(f"Rips complex at ε = {eps:.2f}: {len(edges)} edges, {len(triangles)} triangles", fontsize=9)
     ax.autoscale_view()

@@ -664,6 +664,16 @@ def local_pattern_counts(
     -------
     counts : sparse matrix of shape (N, len(vocabulary))
     vocabulary : ndarray of the pattern codes, sorted
+
+    References
+    ----------
+    Minsky, M. and Papert, S. (1969). *Perceptrons*, §0.8 (diameter-limited perceptrons).
+
+    Examples
+    --------
+    >>> counts, vocabulary = local_pattern_counts(np.array([[[1, 0], [0, 1]]]), k=1)
+    >>> vocabulary.tolist(), counts.toarray().tolist()  # two 0-pixels, two 1-pixels
+    ([0, 1], [[2.0, 2.0]])
     """
     images = np.asarray(images)
     if images.ndim != 3:
@@ -696,7 +706,23 @@ def local_pattern_counts(
 def order_k_accuracy(
     train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], k: int
 ) -> float:
-    """Test accuracy of logistic regression on k×k pattern counts (diameter-limited perceptron)."""
+    r"""Test accuracy of logistic regression on k×k pattern counts: a diameter-limited perceptron, fitted.
+
+    .. math:: \hat y = \Big[\textstyle\sum_p \alpha_p\, c_p(X) > \theta\Big],
+              \qquad c_p(X) = \#\{\text{windows of } X \text{ equal to } p\}
+
+    Parameters
+    ----------
+    train, test : (images (N, S, S), labels (N,))
+        As returned by :func:`connectivity_dataset`.
+    k : int
+        Window side.
+
+    Examples
+    --------
+    >>> order_k_accuracy(connectivity_dataset(200, 12), connectivity_dataset(200, 12, seed=1), k=5) > 0.8
+    True
+    """
     X_train, vocabulary = local_pattern_counts(train[0], k)
     X_test, _ = local_pattern_counts(test[0], k, vocabulary)
     # Dividing each count by its largest training value keeps the model linear in
@@ -1130,6 +1156,13 @@ def plot_decision_boundary(
 
     ``predict_score`` maps an (M, 2) array of points to M scores in [0, 1]
     (e.g. ``lambda P: mlp.forward(P)[:, 0]``); the contour at ½ is the decision boundary.
+
+    Examples
+    --------
+    >>> X, y = logic_dataset("and")
+    >>> fig = plot_decision_boundary(lambda P: (P.sum(axis=1) > 1.5).astype(float), X, y, title="AND")
+    >>> fig.axes[0].get_title()
+    'AND'
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(3.6, 3.4))
@@ -1167,7 +1200,13 @@ def plot_decision_boundary(
 
 
 def plot_hidden_units(mlp: MLP, X: np.ndarray, y: np.ndarray) -> Figure:
-    """Each first-layer hidden unit's activation over the input plane, then the output."""
+    """Each first-layer hidden unit's activation over the input plane, then the output.
+
+    Examples
+    --------
+    >>> len(plot_hidden_units(MLP([2, 3, 1]), *xor_dataset()).axes)  # three units and the output
+    4
+    """
     width = mlp.layer_sizes[1]
     fig, axes = plt.subplots(1, width + 1, figsize=(2.9 * (width + 1), 3.0))
     scale = {"sigmoid": (0, 1), "tanh": (-1, 1), "relu": None}[mlp.activation]
@@ -1191,7 +1230,13 @@ def plot_hidden_units(mlp: MLP, X: np.ndarray, y: np.ndarray) -> Figure:
 def plot_connectivity_experiment(
     results: dict[str, dict[int, float]], ax: plt.Axes | None = None
 ) -> Figure:
-    """Accuracy against image side for every model of :func:`connectivity_experiment`."""
+    """Accuracy against image side for every model of :func:`connectivity_experiment`.
+
+    Examples
+    --------
+    >>> plot_connectivity_experiment({"k=3": {12: 0.9, 24: 0.5}, "flood fill": {12: 1.0, 24: 1.0}}).axes[0].get_xlabel()
+    'image side S (pixels)'
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(7.6, 3.8))
     for name, curve in results.items():

@@ -186,6 +186,24 @@ def test_wire_keeps_objects_out_unless_handled():
         grading_wire.decode(*grading_wire.encode({"f": print}, handle=lambda obj: 7))  # no remote: refused
 
 
+def test_wire_sends_trusted_modules_by_value_and_others_as_handles():
+    class Mine(torch.nn.Module):  # a class of the notebook's own: its code must not run here
+        def forward(self, x):
+            return x
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+    net[0].weight.requires_grad_(False)
+    odd = torch.nn.Linear(1, 1)
+    odd.callback = lambda: 0  # cannot be saved: stays in the sandbox
+    data = torch.utils.data.TensorDataset(torch.arange(4.0), torch.ones(4))
+    back = through_pipe({"net": net, "mine": Mine(), "odd": odd, "data": data}, handle=lambda obj: 7,
+                        remote=lambda h, t: ("remote", t))
+    assert isinstance(back["net"], torch.nn.Sequential) and torch.equal(back["net"][0].weight, net[0].weight)
+    assert [p.requires_grad for p in back["net"].parameters()] == [False, True]
+    assert back["mine"] == ("remote", "Mine") and back["odd"] == ("remote", "Linear")
+    assert torch.equal(back["data"].tensors[0], data.tensors[0])
+
+
 @pytest.mark.parametrize("tree, blob", [
     ({"value": {"array": 0}, "arrays": [{"dtype": "object", "shape": [1], "offset": 0, "nbytes": 8}]}, b"\0" * 8),
     ({"value": {"array": 0}, "arrays": [{"dtype": "float64", "shape": [10**12], "offset": 0, "nbytes": 8}]}, b"\0" * 8),
@@ -293,7 +311,8 @@ def test_cpu_time_limit_ends_the_run(tmp_path):
 
 
 def test_tests_that_never_end_are_stopped_at_the_deadline(tmp_path):
-    hang = TINY_TESTS.replace("    assert answer == 42 and type(answer) is int", "    while answer == 42:\n        pass")
+    hang = TINY_TESTS.replace("    assert answer == 42 and type(answer) is int",
+                              "    while answer == 42:\n        pass")
     plan = tiny_plan(tmp_path, grading.Limits(seconds=5), tests=(hang,))
     result = grading.grade_one(notebook(tmp_path / "good.ipynb", "answer = 42"), plan)
     assert "timed out after 5 s (the tests" in result.error and result.scores == {}

@@ -9,9 +9,14 @@ dtypes (no pickle, no ``.npy`` parser, no object arrays). JSON also launders
 types: a ``str`` or ``float`` subclass with a rigged ``__eq__`` arrives as a
 plain ``str`` or ``float``, a tensor subclass as a plain tensor.
 
-Objects that are not data (the student's functions, models, generators) stay
+Objects that are not data (the student's functions, objects, generators) stay
 in the sandbox; the tree names them by a *handle*, an integer that the trusted
-side wraps in a proxy (:class:`utils.grading.Remote`).
+side wraps in a proxy (:class:`utils.grading.Remote`). A torch module or
+dataset also travels by value, as ``torch.save`` bytes that the trusted side
+loads with ``torch.load(weights_only=True)`` (torch's loader for untrusted
+files) only if every class in it is a ``Module`` or ``Dataset`` from
+``torch.nn``, ``torch.utils.data``, timm or the course package; otherwise, e.g.
+for a class the notebook defines, it stays a handle.
 
 A frame is ``<u64 header length><u64 blob length><header JSON><blob>``; the
 trusted side refuses frames over its size limits before reading them.
@@ -34,7 +39,7 @@ import struct
 import time
 from collections.abc import Callable
 
-__all__ = ["WireError", "Encoder", "encode", "decode", "write_frame", "read_frame"]
+__all__ = ["WireError", "Encoder", "encode", "decode", "load_torch_object", "write_frame", "read_frame"]
 
 #: numpy dtypes that may cross the boundary (by name); everything else stays a handle.
 DTYPES = ("bool", "int8", "uint8", "int16", "int32", "int64", "float16", "float32", "float64",
@@ -69,7 +74,7 @@ class Encoder:
             self.size, self.nodes = marks[2], marks[3]
             if self.handle is None:
                 raise
-            return {"handle": self.handle(x), "type": type(x).__name__}
+            return {"handle": [self.handle(x), type(x).__name__]}
 
     def finish(self, node: object) -> tuple[dict, bytes]:
         return {"value": node, "arrays": self.arrays}, b"".join(self.chunks)
@@ -96,7 +101,15 @@ class Encoder:
             return array
         if self.handle is None:
             raise WireError(f"a {type(x).__name__} is not data")
-        return {"handle": self.handle(x), "type": type(x).__name__}
+        saved = _torch_saved(x)
+        handle = [self.handle(x), type(x).__name__]
+        if saved is None:
+            return {"handle": handle}
+        self.chunks.append(saved)
+        self.arrays.append({"dtype": "uint8", "shape": [len(saved)], "offset": self.size, "nbytes": len(saved),
+                            "kind": "bytes", "torch_dtype": None})
+        self.size += len(saved)
+        return {"object": [len(self.arrays) - 1, *handle]}
 
     def array(self, x: object) -> dict | None:
         """The node of a numpy array or scalar, a torch tensor or dtype; ``None`` for anything else."""
@@ -125,6 +138,69 @@ class Encoder:
         self.chunks.append(data)
         self.size += len(data)
         return {"array": len(self.arrays) - 1}
+
+
+def _torch_saved(x: object) -> bytes | None:
+    """``torch.save`` bytes of a torch module or dataset, or ``None`` (anything else, or not savable)."""
+    import io
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, (torch.nn.Module, torch.utils.data.Dataset)):
+        return None
+    buffer = io.BytesIO()
+    try:
+        torch.save(x, buffer)
+    except Exception:  # a lambda, a local class: the object stays a handle
+        return None
+    return buffer.getvalue()
+
+
+#: Where the classes of a module or dataset sent by value may come from.
+TRUSTED_PACKAGES = ("torch.nn.modules.", "torch.utils.data.", "timm.", "utils.")
+
+
+def _trusted_class(name: str):
+    """The class ``module.Name`` if it is a torch Module or Dataset of a trusted package, else ``None``."""
+    import importlib
+
+    import torch
+
+    module, _, attr = name.rpartition(".")
+    if not module.startswith(TRUSTED_PACKAGES) or not attr.isidentifier():
+        return None
+    try:
+        cls = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return None
+    trusted = isinstance(cls, type) and issubclass(cls, (torch.nn.Module, torch.utils.data.Dataset))
+    return cls if trusted and cls.__module__ == module else None
+
+
+def load_torch_object(data: bytes):
+    """A module or dataset from ``torch.save`` bytes, if every class in it is trusted; else ``None``.
+
+    Examples
+    --------
+    >>> import io, torch
+    >>> buffer = io.BytesIO()
+    >>> torch.save(torch.nn.Linear(2, 1), buffer)
+    >>> load_torch_object(buffer.getvalue())
+    Linear(in_features=2, out_features=1, bias=True)
+    """
+    import io
+
+    import torch
+    from torch import serialization
+
+    try:
+        classes = [_trusted_class(name) for name in serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))]
+        if not all(classes):
+            return None
+        with serialization.safe_globals(classes):
+            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception:  # not a checkpoint, or one torch's safe loader refuses
+        return None
 
 
 def encode(value: object, handle: Callable[[object], int] | None = None) -> tuple[dict, bytes]:
@@ -165,6 +241,8 @@ def _array(record: object, blob: bytes | memoryview):
     if int(np.prod(shape, dtype=object)) * dtype.itemsize != nbytes:
         raise WireError("array record's shape does not match its size")
     array = np.frombuffer(blob, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset).reshape(shape).copy()
+    if record.get("kind") == "bytes":
+        return array.tobytes()
     if record.get("kind") == "scalar":
         return array[()]
     if record.get("kind") == "tensor":
@@ -183,7 +261,7 @@ class _Decoder:
     def value(self, node: object) -> object:
         if node is None or isinstance(node, (bool, int, float, str)):
             return node
-        if not isinstance(node, dict) or not (len(node) == 1 or set(node) == {"handle", "type"}):
+        if not isinstance(node, dict) or len(node) != 1:
             raise WireError(f"bad node {str(node)[:200]}")
         (tag, body), *_ = node.items()
         if tag in ("list", "tuple", "set", "frozenset") and isinstance(body, list):
@@ -204,8 +282,15 @@ class _Decoder:
             dtype = getattr(torch, body, None)
             if isinstance(dtype, torch.dtype):
                 return dtype
-        if tag == "handle" and type(body) is int and self.remote is not None:
-            return self.remote(body, str(node.get("type", "object"))[:80])
+        if tag == "object" and isinstance(body, list) and len(body) == 3 and type(body[0]) is int \
+                and 0 <= body[0] < len(self.arrays):
+            value = load_torch_object(_array(self.arrays[body[0]], self.blob))
+            if value is not None:
+                return value
+            tag, body = "handle", body[1:]
+        if tag == "handle" and isinstance(body, list) and len(body) == 2 and type(body[0]) is int \
+                and self.remote is not None:
+            return self.remote(body[0], str(body[1])[:80])
         raise WireError(f"bad node {str(node)[:200]}")
 
 

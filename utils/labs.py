@@ -560,8 +560,8 @@ def _parser() -> argparse.ArgumentParser:
     p_grade.add_argument("submissions", type=Path)
     p_grade.add_argument("-o", "--output", type=Path, default=Path("scores.csv"))
     p_grade.add_argument("--timeout", type=float, default=300, help="seconds per submission (default 300)")
-    p_grade.add_argument("-j", "--workers", type=int, default=os.cpu_count() or 1,
-                         help="submissions graded at once (default: the number of cores)")
+    p_grade.add_argument("-j", "--workers", type=int, help="submissions graded at once (default: one per core, "
+                         "as many as the memory holds at --memory-gib each)")
     p_grade.add_argument("--memory-gib", type=float, default=4.0, help="memory per submission (default 4)")
     p_grade.add_argument("--processes", type=int, default=64, help="processes and threads per submission")
     p_grade.add_argument("--feedback", type=Path, help="folder for one text file of test results per submission")
@@ -571,6 +571,13 @@ def _parser() -> argparse.ArgumentParser:
     p_release.add_argument("target", type=Path)
     p_release.add_argument("labs", nargs="*", help="lab names (default: all)")
     return parser
+
+
+def _default_workers(memory_gib: float) -> int:
+    """One grading worker per core, no more than the machine's memory holds at ``memory_gib`` each."""
+    import psutil
+
+    return max(1, min(os.cpu_count() or 1, int(psutil.virtual_memory().total / 2**30 // (memory_gib + 1))))
 
 
 def _assign_all(names: list[str]) -> int:
@@ -595,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
             return _assign_all(args.labs or lab_names())
         elif args.command == "grade":
             limits = grading.Limits(seconds=args.timeout, memory_gib=args.memory_gib, processes=args.processes)
-            grade(args.lab, args.submissions, args.output, workers=max(1, args.workers), limits=limits,
+            workers = args.workers or _default_workers(args.memory_gib)
+            grade(args.lab, args.submissions, args.output, workers=max(1, workers), limits=limits,
                   unsafe_no_sandbox=args.unsafe_no_sandbox, feedback=args.feedback)
             print(f"scores written to {args.output}")
         else:

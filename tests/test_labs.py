@@ -252,6 +252,21 @@ def test_malformed_submissions_fail_one_by_one(dist, tmp_path):
     assert all(row["error"] == grades[row["submission"]].error for row in rows)
 
 
+def test_command_line_grades_with_workers_limits_and_feedback(dist, tmp_path, capsys):
+    lab = LABS[0]
+    _assigned(lab, dist)
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "essay.pdf").write_bytes(b"%PDF-1.4 not a notebook")
+    argv = ["grade", lab, str(tmp_path / "subs"), "-o", str(tmp_path / "s.csv"), "-j", "2", "--timeout", "60",
+            "--memory-gib", "2", "--feedback", str(tmp_path / "feedback")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(labs, "dist_dir", lambda: dist)
+        assert labs.main(argv) == 0
+    assert "essay.pdf: 0 / " in capsys.readouterr().out
+    assert "not a notebook" in (tmp_path / "s.csv").read_text()
+    assert "not graded: not a notebook" in (tmp_path / "feedback" / "essay.pdf.txt").read_text()
+
+
 def test_a_raising_cell_costs_only_its_question(graded):
     lab = LABS[0]
     points, grades, _ = graded(lab)

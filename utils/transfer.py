@@ -70,6 +70,7 @@ __all__ = [
     "split_at",
     "crop_task",
     "digit_task",
+    "IMAGENETTE_CLASSES",
     "imagenette_task",
     "subsample_per_class",
     "stage_features",
@@ -444,10 +445,11 @@ def digit_task(digits: tuple[int, ...] = tuple(range(10)), n_train: int | None =
     return out[0], out[1]
 
 
-IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n03000684": "chain saw",
-                      "n03028079": "church", "n03394916": "French horn", "n03417042": "garbage truck",
-                      "n03425413": "gas pump", "n03445777": "golf ball", "n03888257": "parachute",
-                      "n02979186": "cassette player"}
+IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
+                      "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
+                      "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
+                      "n03888257": "parachute"}
+"""Imagenette's ten ImageNet classes (WordNet id: name), in label order."""
 
 
 def _read_photo(data: bytes, size: int) -> torch.Tensor:
@@ -775,6 +777,16 @@ class TransferSetup:
         Adam's learning rate per training strategy.
     cache : dict
         Features computed so far (filled by :func:`probe_features`).
+
+    Examples
+    --------
+    :func:`transfer_setup` builds the chapter's; the tests build a tiny one by hand
+    (``tests/test_transfer.py``, fixture ``tiny_setup``). Not run with the docstrings
+    (it loads two networks):
+
+    >>> setup = transfer_setup()  # doctest: +SKIP
+    >>> setup.cut_layer, setup.chance["digits"]  # doctest: +SKIP
+    ('net.blocks.4', 0.1)
     """
 
     source: nn.Module
@@ -868,10 +880,30 @@ def probe_features(setup: TransferSetup, target: str,
     the random-weight ``setup.control`` (``"control"``); later calls return
     the cached tensors.
 
+    Parameters
+    ----------
+    setup : TransferSetup
+    target : str
+        A key of ``setup.targets``.
+    network : {"source", "control"}, default="source"
+
     Returns
     -------
     dict of str to (Tensor (N, D), Tensor (M, D))
         Per layer: (training-pool features, test features).
+
+    References
+    ----------
+    .. [1] J. Donahue et al., "DeCAF: A deep convolutional activation feature
+       for generic visual recognition", ICML 2014.
+
+    Examples
+    --------
+    Not run with the docstrings (it needs a setup: seconds):
+
+    >>> feats = probe_features(transfer_setup(), "digits")  # doctest: +SKIP
+    >>> feats["net.global_pool"][0].shape  # doctest: +SKIP
+    torch.Size([45, 1280])
     """
     train, test = _check_target(setup, target)
     if network not in ("source", "control"):
@@ -1054,17 +1086,22 @@ def format_table(results: pd.DataFrame) -> pd.DataFrame:
     runs = results.groupby(["data size", "target", "strategy"], sort=False)["seed"].count().max()
     stats["text"] = [f"{m:.0%} ± {100 * s:.0f}" if runs > 1 else f"{m:.0%}"
                      for m, s in zip(stats["mean"], stats["std"], strict=True)]
-    table = stats.pivot(index=["data size", "similarity", "target"], columns="strategy", values="text")
-    return table[[s for s in STRATEGIES if s in table.columns]]
+    cells = ["data size", "similarity", "target"]
+    table = stats.pivot(index=cells, columns="strategy", values="text")
+    order = pd.MultiIndex.from_frame(stats[cells].drop_duplicates())
+    return table.reindex(order)[[s for s in STRATEGIES if s in table.columns]]
 
 
 def compare_with_lecture(results: pd.DataFrame) -> pd.DataFrame:
     """Cell by cell: the lecture's advice, the measured best strategy, and whether they agree.
 
+    .. math:: \\text{agrees} \\iff \\max_s \\bar a_s - \\bar a_{\\text{advice}}
+              \\le \\max(\\sigma_{\\text{best}}, \\sigma_{\\text{advice}})
+
     The advice *agrees* with the measurement when its mean accuracy over seeds
-    is the best, or below the best by no more than the larger of the two
-    strategies' seed standard deviations (a difference the repetitions cannot
-    resolve).
+    :math:`\\bar a` is the best, or below the best by no more than the larger of
+    the two strategies' seed standard deviations :math:`\\sigma` (a difference
+    the repetitions cannot resolve).
 
     Returns
     -------
@@ -1101,10 +1138,30 @@ def probe_by_depth(setup: TransferSetup, n_per_class: int, network: str = "sourc
     serve any task; late ones fit the source task. With ``network="control"``
     the same probes read the random-weight network.
 
+    Parameters
+    ----------
+    setup : TransferSetup
+    n_per_class : int
+        Training examples per class (a new subsample per seed).
+    network : {"source", "control"}, default="source"
+    targets : tuple of str, optional
+        Default: every target of the setup.
+
     Returns
     -------
     pandas.DataFrame
         One row per (target, layer, seed): ``target``, ``layer``, ``seed``, ``accuracy``.
+
+    References
+    ----------
+    .. [1] J. Yosinski et al., "How transferable are features in deep neural
+       networks?", NeurIPS 2014.
+
+    Examples
+    --------
+    Not run with the docstrings (it needs a setup: seconds):
+
+    >>> depth = probe_by_depth(transfer_setup(), 30)  # doctest: +SKIP
     """
     rows = []
     for target in targets or tuple(setup.targets):
@@ -1161,10 +1218,36 @@ def probe_small_sources(sources: dict[str, nn.Module], target: tuple[TensorDatas
                         n_per_class: int, seeds: tuple[int, ...] = (0, 1, 2), layer: str = "relu3") -> pd.DataFrame:
     """Linear-probe accuracy on a target at ``layer`` of each source network, for several seeds.
 
+    .. math:: \\mathrm{acc}(s) = \\mathrm{probe}\\big(\\phi^{(s)}_{\\mathtt{layer}}(X_{\\text{train}}),
+              \\phi^{(s)}_{\\mathtt{layer}}(X_{\\text{test}})\\big) \\quad \\text{for each source } s
+
+    Parameters
+    ----------
+    sources : dict of str to nn.Module
+        Labelled source networks (e.g. from :func:`small_cnn_source`, and a random control).
+    target : (TensorDataset, TensorDataset)
+        The target's training pool and test set.
+    n_per_class : int
+        Training examples per class of the probe (a new subsample per seed).
+    seeds : tuple of int, default=(0, 1, 2)
+    layer : str, default="relu3"
+        The probed layer (MnistCNN's top hidden layer).
+
     Returns
     -------
     pandas.DataFrame
         One row per (source, seed): ``source``, ``seed``, ``accuracy``.
+
+    References
+    ----------
+    .. [1] M. Huh, P. Agrawal, A. A. Efros, "What makes ImageNet good for
+       transfer learning?", arXiv:1608.08614, 2016.
+
+    Examples
+    --------
+    >>> target = crop_task(assets.TEXTURES, 4, 4, size=28, scale=96, sides=(28, 28), gray=True)
+    >>> probe_small_sources({"random": models.MnistCNN()}, target, 2, seeds=(0,)).shape
+    (1, 3)
     """
     train, test = target
     rows = []
@@ -1191,11 +1274,31 @@ def fixed_features_vs_fine_tuning(setup: TransferSetup, target: str, n_per_class
 
     Both are scored on the test set after every epoch.
 
+    Parameters
+    ----------
+    setup : TransferSetup
+    target : str
+    n_per_class : int
+        Training examples per class.
+    epochs : int
+    seed : int, default=0
+
     Returns
     -------
     pandas.DataFrame
         One row per (method, epoch): ``method``, ``epoch``, ``seconds``
         (wall time since the start, feature extraction included), ``test accuracy``.
+
+    References
+    ----------
+    .. [1] S. Chilamkurthy, "Transfer learning for computer vision tutorial",
+       PyTorch tutorials, 2017.
+
+    Examples
+    --------
+    Not run with the docstrings (it fine-tunes a network: seconds to minutes):
+
+    >>> demo = fixed_features_vs_fine_tuning(transfer_setup(), "digits", 30, epochs=5)  # doctest: +SKIP
     """
     train, test = _check_target(setup, target)
     core.check_int(epochs, "epochs")
@@ -1233,6 +1336,13 @@ def plot_two_by_two(results: pd.DataFrame, chance: dict[str, float] | None = Non
 
     Rows are data sizes, columns targets; the lecture's advice for the cell is
     the orange bar; the dotted line is chance (``chance[target]``).
+
+    Examples
+    --------
+    >>> runs = pd.DataFrame({"data size": "very little", "similarity": "very similar", "target": "photos",
+    ...                      "strategy": list(STRATEGIES), "seed": 0, "accuracy": [0.7, 0.6, 0.8, 0.6, 0.2]})
+    >>> len(plot_two_by_two(runs, {"photos": 0.125}).axes)
+    1
     """
     stats = _cell_statistics(results)
     sizes, targets = list(dict.fromkeys(stats["data size"])), list(dict.fromkeys(stats["target"]))
@@ -1266,7 +1376,15 @@ def plot_two_by_two(results: pd.DataFrame, chance: dict[str, float] | None = Non
 def plot_depth(trained: pd.DataFrame, control: pd.DataFrame | None = None,
                chance: dict[str, float] | None = None) -> Figure:
     """Linear-probe accuracy against depth, one panel per target (:func:`probe_by_depth`):
-    the trained network and the random-weight control, mean ± sd over seeds."""
+    the trained network and the random-weight control, mean ± sd over seeds.
+
+    Examples
+    --------
+    >>> depth = pd.DataFrame({"target": "digits", "layer": ["net.blocks.3", "net.global_pool"],
+    ...                       "seed": 0, "accuracy": [0.9, 0.8]})
+    >>> len(plot_depth(depth, chance={"digits": 0.1}).axes)
+    1
+    """
     targets = list(dict.fromkeys(trained["target"]))
     fig, axes = plt.subplots(1, len(targets), figsize=(4.8 * len(targets), 3.9), sharey=True, squeeze=False)
     for ax, target in zip(axes[0], targets, strict=True):
@@ -1293,33 +1411,52 @@ def plot_depth(trained: pd.DataFrame, control: pd.DataFrame | None = None,
 
 
 def plot_small_sources(frames: dict[str, pd.DataFrame], chance: float | None = None) -> Figure:
-    """One panel per experiment on small sources: probe accuracy per source (mean, dots = seeds)."""
+    """One panel per experiment on small sources: probe accuracy per source (mean, dots = seeds).
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"source": ["random", "trained"], "seed": 0, "accuracy": [0.4, 0.7]})
+    >>> len(plot_small_sources({"source size": frame}, chance=1 / 3).axes)
+    1
+    """
     fig, axes = plt.subplots(1, len(frames), figsize=(4.6 * len(frames), 3.4), sharey=True, squeeze=False)
     for ax, (title, frame) in zip(axes[0], frames.items(), strict=True):
-        stats = frame.groupby("source", sort=False)["accuracy"].agg(["mean", "std"])
-        x = np.arange(len(stats))
-        ax.bar(x, stats["mean"], yerr=stats["std"].fillna(0), color="tab:blue", alpha=0.75, capsize=3)
-        for i, source in enumerate(stats.index):
+        means = frame.groupby("source", sort=False)["accuracy"].mean()
+        x = np.arange(len(means))
+        ax.bar(x, means, color="tab:blue", alpha=0.75)
+        for i, source in enumerate(means.index):
             values = frame.loc[frame["source"] == source, "accuracy"]
-            ax.plot([i] * len(values), values, "k.", ms=4)
+            ax.plot([i] * len(values), values, "ko", ms=3.5, label="one seed" if i == 0 else None)
+            ax.text(i, 0.02, f"{means[source]:.0%}", ha="center", color="white", fontweight="bold", fontsize=9)
         if chance is not None:
             ax.axhline(chance, color="gray", ls=":", label="chance")
-        ax.set_xticks(x, stats.index, fontsize=8)
+        ax.set_xticks(x, means.index, fontsize=9)
         ax.set(title=title, ylim=(0, 1))
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].set_ylabel("probe accuracy on the target")
+    axes[0, 0].set_ylabel("probe accuracy on the target\n(bar: mean over seeds)")
+    axes[0, -1].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_per_epoch(demo: pd.DataFrame) -> Figure:
-    """Test accuracy against wall time, one point per epoch, per method of :func:`fixed_features_vs_fine_tuning`."""
+    """Test accuracy against wall time, one point per epoch, per method of :func:`fixed_features_vs_fine_tuning`.
+
+    Examples
+    --------
+    >>> demo = pd.DataFrame({"method": ["fine-tuning"] * 2 + ["fixed feature extractor"] * 2,
+    ...                      "epoch": [1, 2, 1, 2], "seconds": [3.0, 6.0, 0.8, 0.9],
+    ...                      "test accuracy": [0.6, 0.8, 0.7, 0.75]})
+    >>> plot_per_epoch(demo).axes[0].get_xlabel()
+    'wall time (s), one point per epoch'
+    """
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for method, rows in demo.groupby("method", sort=False):
         ax.plot(rows["seconds"], rows["test accuracy"], "-o", ms=4, label=method)
         last = rows.iloc[-1]
         ax.annotate(f"epoch {last['epoch']}: {last['test accuracy']:.0%}", (last["seconds"], last["test accuracy"]),
                     textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.set_xlim(left=0)
     ax.set(xlabel="wall time (s), one point per epoch", ylabel="test accuracy", ylim=(0, 1.02),
            title="Fine-tuning vs a fixed feature extractor")
     ax.grid(alpha=0.3)
@@ -1339,6 +1476,12 @@ def transfer_widget(setup: TransferSetup, target: str = "photos", strategy: str 
     (n from 2 to the setup's "quite a lot"); the lecture's two sizes are marked.
     The probes answer in a second (features are cached); the training
     strategies take longer, hence the Run button.
+
+    Examples
+    --------
+    Not run with the docstrings (it needs a setup: seconds):
+
+    >>> transfer_widget(transfer_setup(), target="digits", strategy="probe: best earlier stage")  # doctest: +SKIP
     """
     _check_target(setup, target)
     counts = sorted({2, setup.sizes["very little"], setup.sizes["quite a lot"] // 2, setup.sizes["quite a lot"]})
@@ -1350,7 +1493,7 @@ def transfer_widget(setup: TransferSetup, target: str = "photos", strategy: str 
         ax.axhline(1 / len(setup.targets[target][1].tensors[1].unique()), color="gray", ls=":", label="chance")
         for size, n in setup.sizes.items():
             ax.axvline(n, color="tab:orange", alpha=0.4)
-            ax.text(n, 0.03, f" {size}", color="tab:orange", fontsize=8)
+            ax.text(n, 0.04, f"{size} ", color="tab:orange", fontsize=8, rotation=90, ha="right", va="bottom")
         ax.set(xlabel="training examples per class", ylabel="test accuracy", ylim=(0, 1.02),
                title=f"{strategy} on {target} ({setup.similarity[target]})")
         ax.grid(alpha=0.3)

@@ -343,7 +343,7 @@ def test_figures_and_xor_playground_widget_draw():
                "receptive_field": {"fixed-depth CNN": {12: 14, 24: 14}, "recurrent network": {12: 73, 24: 145}},
                "control": {"fixed-depth CNN": 0.5, "recurrent network": 0.5}}
     legend = [t.get_text() for t in locality.plot_learned_connectivity(learned).axes[0].get_legend().texts]
-    assert "fixed-depth CNN (receptive field 14 px)" in legend
+    assert "fixed-depth CNN, trained (receptive field 14 px)" in legend
     panel = locality.xor_playground_widget(hidden=2, epochs=100, activation="relu")
     assert isinstance(panel, ipywidgets.VBox)
     plt.close("all")

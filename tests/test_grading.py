@@ -20,6 +20,7 @@ Three layers, cheapest first:
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -429,28 +430,31 @@ def hostile(tmp_path_factory):
         add_cells(student, subs / f"{name}.ipynb", cell.format(visible=str(visible), outside=str(outside)),
                   first=True)
     limits = grading.Limits(seconds=240, memory_gib=2.0)
+    private = tmp_path_factory.mktemp("grading-tmp")  # this run's sandboxes name it in their command lines
     try:
-        grades = labs.grade(WARMUP, subs, subs.parent / "hostile.csv", dist=dist, workers=2, limits=limits)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tempfile, "tempdir", str(private))
+            grades = labs.grade(WARMUP, subs, subs.parent / "hostile.csv", dist=dist, workers=2, limits=limits)
         intact = [p.read_text() == "keep me" for p in (outside, visible)]
     finally:
         visible.unlink(missing_ok=True)
-    return labs.question_points(WARMUP, dist), {g.submission: g for g in grades}, intact
+    return labs.question_points(WARMUP, dist), {g.submission: g for g in grades}, intact, str(private)
 
 
 def test_blank_and_solutions_frame_the_hostile_run(hostile):
-    points, grades, _ = hostile
+    points, grades, *_ = hostile
     assert grades["solutions.ipynb"].scores == pytest.approx(points) and grades["solutions.ipynb"].error == ""
     assert grades["untouched.ipynb"].total == 0 and grades["untouched.ipynb"].error == ""
 
 
 @pytest.mark.parametrize("name", sorted(TAMPER))
 def test_tampering_scores_no_more_than_the_blank_notebook(hostile, name):
-    _, grades, _ = hostile
+    _, grades, *_ = hostile
     assert grades[f"{name}.ipynb"].total <= grades["untouched.ipynb"].total, grades[f"{name}.ipynb"]
 
 
 def test_a_call_to_the_course_function_is_refused(hostile):
-    points, grades, _ = hostile
+    points, grades, *_ = hostile
     result = grades["calls_course.ipynb"]
     assert result.error == ""
     assert result.scores == pytest.approx(dict(points, q4=0)), result.feedback.get("q4")
@@ -459,7 +463,7 @@ def test_a_call_to_the_course_function_is_refused(hostile):
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_sandbox_attacks_end_as_their_own_error_row(hostile, name):
-    _, grades, intact = hostile
+    _, grades, intact, _ = hostile
     result = grades[f"{name}.ipynb"]
     assert ATTACKS[name][1] in result.error and result.total == 0, result
     assert all(intact), "a file outside the submission's folder was changed"
@@ -467,11 +471,13 @@ def test_sandbox_attacks_end_as_their_own_error_row(hostile, name):
 
 
 def test_no_sandboxed_process_outlives_grading(hostile):
-    left = [p for p in psutil.process_iter(["cmdline"]) if "utils.grading_sandbox" in " ".join(p.info["cmdline"] or [])]
-    assert left == []
+    # Every process of a sandbox lives in the PID namespace of its bubblewrap: none left, none alive.
+    private = hostile[-1]
+    left = [p for p in psutil.process_iter(["cmdline"]) if private in " ".join(p.info["cmdline"] or [])]
+    assert left == [], "a sandbox (or a process the fork storm started) is still running"
 
 
 def test_hostile_csv_rows_carry_the_errors(hostile, tmp_path_factory):
-    _, grades, _ = hostile
+    _, grades, *_ = hostile
     rows = json.loads(json.dumps([g.error for g in grades.values()]))
     assert sum(bool(e) for e in rows) >= len(ATTACKS) + 1  # the attacks and the early exit

@@ -1,31 +1,37 @@
-"""Seconds per iteration of neural style transfer, three ways, in one run.
+"""Neural style speed, in one run: the course's implementation against the PyTorch tutorial's approach.
 
 Usage::
 
-    python benchmarks/style_speed.py --size 256 --steps 10 [--rounds 2]
+    python benchmarks/style_speed.py [--tutorial-steps 300] [--chapter]
 
-Compares, with the same layers (content conv4_2; style conv1_1, conv2_1,
-conv3_1, conv4_1, conv5_1), image size and optimiser (L-BFGS):
+1. **The tutorial's settings** (A. Jacq, "Neural Transfer Using PyTorch",
+   pytorch/tutorials, BSD licence): VGG-19 ``features``, content at
+   ``conv_4`` (Gatys's ``conv2_2``), style at ``conv_1`` … ``conv_5``
+   (``conv1_1``, ``conv1_2``, ``conv2_1``, ``conv2_2``, ``conv3_1``), the
+   tutorial's Gram matrix ``F Fᵀ / (C·H·W)`` and mean-squared losses, style
+   weight 1e6, content weight 1, 128 × 128 pixels on the CPU, starting from the
+   content image. Two implementations minimise this same objective:
 
-1. ``utils.style.style_transfer`` — VGG-19 truncated after the deepest layer
-   used, style and content targets computed once, device from
-   ``utils.config.device()``;
-2. the approach of the PyTorch neural-style tutorial (A. Jacq, "Neural
-   Transfer Using PyTorch", pytorch/tutorials, BSD licence), restated here: a
-   copy of VGG-19 ``features`` up to the last loss layer with ContentLoss /
-   StyleLoss modules inserted after the chosen conv layers, a normalisation
-   module inside, targets computed once when the modules are built, and
-   ``torch.optim.LBFGS`` with a closure that clamps the image to [0, 1];
-3. a naive loop: the whole of VGG-19 ``features`` (no truncation) read through
-   forward hooks, and the style targets recomputed at every iteration.
+   * the tutorial's approach, restated here: loss modules inserted after the
+     chosen convolutions in a copy of VGG-19 cut after the last of them,
+     ``torch.optim.LBFGS`` (20 iterations per ``step``) with a closure that
+     clamps the image to [0, 1], ``--tutorial-steps`` evaluations (300 in the
+     tutorial); its final loss is the target;
+   * the course's ``style.style_transfer`` on ``style.style_net(vgg)`` with the
+     tutorial's layers, its relative losses re-weighted so that the objective
+     at 128 px is the tutorial's (``layer_weights``, ``content_weight``),
+     L-BFGS-B with the pixels bounded to [0, 1]; once coarse to fine (64 px,
+     then 128 px), once at 128 px only, to separate the two gains.
 
-The unit of cost is one forward and one backward pass through the network
-(one evaluation of the loss and its gradient). All three run L-BFGS without
-line search, so one iteration is one pass, except that the tutorial's
-``optimizer.step`` runs up to 20 iterations per call, so it may do a few more
-passes than asked; the table counts passes. It gives the set-up time (copying the network, computing the
-targets) and the mean seconds per pass of the optimisation loop. Runs offline with the
-random-weight fallback: the cost of a pass does not depend on the weights.
+   Both use the same VGG-19 weights: ImageNet when torchvision can have them,
+   the same seeded random ones otherwise (the cost of a pass does not depend
+   on the weights). Reported: seconds per forward + backward pass, and the
+   wall time until the loss at 128 px first reaches the tutorial's final loss.
+
+2. **The chapter's settings** (``--chapter``): one style transfer of the
+   Tübingen photo in the style of Starry Night with the course's default
+   network (EfficientNet-Lite0) at 256 px, coarse to fine with the chapter's
+   steps; seconds per pass at each stage and in all.
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ from torch import nn
 
 from utils import assets, config, models, style
 
-CONTENT_LAYER = "conv4_2"
-STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+SIDE = 128
+CONTENT_LAYER = "conv2_2"                                          # the tutorial's conv_4
+STYLE_LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")  # conv_1 ... conv_5
+STYLE_WEIGHT, CONTENT_WEIGHT = 1e6, 1.0
 
 
 # ----------------------------------------------------------------- the tutorial's approach
@@ -72,13 +80,12 @@ class StyleLoss(nn.Module):
         return x
 
 
-def tutorial_model(cnn, normalization, style_img, content_img):
-    """The tutorial's get_style_model_and_losses, with Gatys's conv names."""
+def tutorial_model(cnn: nn.Sequential, normalization: nn.Module, style_img: torch.Tensor,
+                   content_img: torch.Tensor) -> tuple[nn.Sequential, list[StyleLoss], list[ContentLoss]]:
+    """The tutorial's get_style_model_and_losses, with Gatys's names for its conv_i."""
     content_losses, style_losses = [], []
     model = nn.Sequential(normalization)
-    names = iter(style.VGG_LAYERS)
-    for layer in cnn.children():
-        name = next(names)
+    for name, layer in zip(style.VGG_LAYERS, cnn.children(), strict=False):
         if isinstance(layer, nn.ReLU):
             layer = nn.ReLU(inplace=False)
         model.add_module(name, layer)
@@ -94,117 +101,144 @@ def tutorial_model(cnn, normalization, style_img, content_img):
     return model[: last + 1], style_losses, content_losses
 
 
-def run_tutorial(cnn, normalization, content_img, style_img, steps):
+def tutorial_objective(model: nn.Sequential, style_losses, content_losses, image: torch.Tensor) -> torch.Tensor:
+    model(image)
+    return STYLE_WEIGHT * sum(sl.loss for sl in style_losses) + CONTENT_WEIGHT * sum(cl.loss for cl in content_losses)
+
+
+def run_tutorial(vgg: nn.Module, content_img: torch.Tensor, style_img: torch.Tensor, steps: int) -> dict:
     tic = time.perf_counter()
-    model, style_losses, content_losses = tutorial_model(cnn, normalization, style_img, content_img)
-    input_img = content_img.clone().requires_grad_(True)
+    model, style_losses, content_losses = tutorial_model(copy.deepcopy(vgg.net.features),
+                                                         copy.deepcopy(vgg.normalize), style_img, content_img)
     model.eval().requires_grad_(False)
+    input_img = content_img.clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS([input_img])
-    setup = time.perf_counter() - tic
     run = [0]
-    tic = time.perf_counter()
-    while run[0] < steps:
+    while run[0] <= steps:
 
         def closure():
             with torch.no_grad():
                 input_img.clamp_(0, 1)
             optimizer.zero_grad()
-            model(input_img)
-            loss = 1e6 * sum(sl.loss for sl in style_losses) + sum(cl.loss for cl in content_losses)
+            loss = tutorial_objective(model, style_losses, content_losses, input_img)
             loss.backward()
             run[0] += 1
             return loss
 
         optimizer.step(closure)
-    return setup, (time.perf_counter() - tic) / run[0], run[0]
-
-
-# ----------------------------------------------------------------- the course
-def run_course(content_img, style_img, steps):
-    tic = time.perf_counter()
-    net = style.VGGFeatures([CONTENT_LAYER, *STYLE_LAYERS])
-    _, history = style.style_transfer(content_img, style_img, content_layer=CONTENT_LAYER,
-                                      style_layers=STYLE_LAYERS, steps=steps, net=net)
-    loop, passes = history["time"][-1], history["evaluations"][-1]
-    return time.perf_counter() - tic - loop, loop / passes, passes  # set-up includes the targets
-
-
-# ----------------------------------------------------------------- naive: no truncation, targets every step
-def run_naive(vgg, content_img, style_img, steps):
-    tic = time.perf_counter()
-    modules = dict(vgg.named_modules())
-    feats: dict[str, torch.Tensor] = {}
-    wanted = [CONTENT_LAYER, *STYLE_LAYERS]
-    hooks = [modules[f"net.features.{style.VGG_LAYERS[n]}"].register_forward_hook(
-        lambda _m, _i, out, n=n: feats.__setitem__(n, out.clone())) for n in wanted]
     with torch.no_grad():
-        vgg.net.features(vgg.normalize(content_img))
-        content_target = feats[CONTENT_LAYER]
-    image = content_img.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([image], max_iter=1)
-    setup = time.perf_counter() - tic
+        input_img.clamp_(0, 1)
+        final = tutorial_objective(model, style_losses, content_losses, input_img).item()
+    seconds = time.perf_counter() - tic
+    return {"seconds": seconds, "passes": run[0], "loss": final, "image": input_img.detach()}
 
-    def closure():
-        optimizer.zero_grad()
-        with torch.no_grad():  # the style targets, recomputed every time
-            vgg.net.features(vgg.normalize(style_img))
-            targets = {n: style.gram_matrix(feats[n]) for n in STYLE_LAYERS}
-        vgg.net.features(vgg.normalize(image))  # all 37 layers
-        loss = style.content_loss(feats[CONTENT_LAYER], content_target)
-        for n in STYLE_LAYERS:
-            _, c, h, w = feats[n].shape
-            loss = loss + 1e3 * style.style_layer_loss(style.gram_matrix(feats[n]), targets[n], c, h * w)
-        loss.backward()
-        return loss
 
+# ----------------------------------------------------------------- the course, at the tutorial's settings
+def course_weights(net: style.StyleNet, content_img: torch.Tensor,
+                   style_img: torch.Tensor) -> tuple[list[float], float]:
+    """Weights that turn the course's relative losses into the tutorial's objective at 128 px.
+
+    Tutorial, per style layer: mean((F Fᵀ/(CHW) - A)²) = ‖G - A‖² / C⁴ with the course's G = F Fᵀ/(HW);
+    the course's E_l divides by ‖A‖², so w_l = 1e6 ‖A‖² / C⁴. Content: mean((F - P)²) = ‖F - P‖² / (CHW),
+    the course divides by ‖P‖², so α = ‖P‖² / (CHW).
+    """
+    with torch.no_grad():
+        grams, _ = net.grams(style_img)
+        _, content = net.grams(content_img, content=True)
+    weights = [STYLE_WEIGHT * (grams[layer] ** 2).sum().item() / grams[layer].shape[-1] ** 4
+               for layer in net.style_layers]
+    return weights, (content**2).sum().item() / content.numel()
+
+
+def run_course(vgg: nn.Module, content_img: torch.Tensor, style_img: torch.Tensor, target_loss: float,
+               steps: tuple[int, int]) -> dict:
     tic = time.perf_counter()
-    try:
-        for _ in range(steps):
-            optimizer.step(closure)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return setup, (time.perf_counter() - tic) / steps, steps
+    net = style.style_net(vgg, style_layers=STYLE_LAYERS, content_layer=CONTENT_LAYER)
+    weights, alpha = course_weights(net, content_img, style_img)
+    result = style.style_transfer(content_img, style_img, net, size=SIDE, steps=steps, style_weight=1.0,
+                                  content_weight=alpha, layer_weights=weights, progress=False)
+    seconds = time.perf_counter() - tic
+    h = result.history
+    fine = [i for i, size in enumerate(h["size"]) if size == SIDE]
+    reached = next((i for i in fine if h["loss"][i] <= target_loss), None)
+    fine_passes = h["evaluations"][fine[-1]] - h["evaluations"][fine[0]]
+    return {"seconds": seconds, "passes": h["evaluations"][-1], "loss": h["loss"][-1], "image": result.image,
+            "per_pass": (h["time"][fine[-1]] - h["time"][fine[0]]) / fine_passes,
+            "reached": None if reached is None else h["time"][reached],
+            "passes_reached": None if reached is None else h["evaluations"][reached]}
+
+
+# ----------------------------------------------------------------- the chapter's settings
+def run_chapter() -> None:
+    content = assets.load_image("tubingen", size=256)
+    painting = assets.load_image("starry_night", size=256)
+    steps = (60, 25, 10)
+    net = style.style_net()
+    tic = time.perf_counter()
+    h = style.style_transfer(content, painting, net, size=256, steps=steps, progress=False).history
+    total = time.perf_counter() - tic
+    print(f"\nChapter settings: EfficientNet-Lite0, Tübingen 256×341 in the style of Starry Night, steps {steps}, "
+          f"{h['evaluations'][-1]} passes in {total:.1f} s\n")
+    print("| stage (shorter side) | passes | s / pass |")
+    print("|---:|---:|---:|")
+    for size in sorted(set(h["size"])):
+        rows = [i for i, s in enumerate(h["size"]) if s == size]
+        passes = h["evaluations"][rows[-1]] - h["evaluations"][rows[0]]
+        print(f"| {size} px | {passes} | {(h['time'][rows[-1]] - h['time'][rows[0]]) / max(passes, 1):.3f} |")
+
+
+def square(image: torch.Tensor) -> torch.Tensor:
+    """The centre square of an image, at SIDE × SIDE (the tutorial's images are square, of one size)."""
+    side = min(image.shape[-2:])
+    top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
+    return assets.resize(image[..., top:top + side, left:left + side], (SIDE, SIDE))[None].to(config.device())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=256, help="shorter image side in pixels")
-    parser.add_argument("--steps", type=int, default=10, help="L-BFGS iterations per method")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (best one is kept)")
+    parser.add_argument("--tutorial-steps", type=int, default=300, help="the tutorial's num_steps")
+    parser.add_argument("--course-steps", type=int, nargs=2, default=(100, 200),
+                        help="the course's iterations at 64 and 128 px (it runs all; the time to reach is read off)")
+    parser.add_argument("--chapter", action="store_true", help="also time the chapter's settings")
     args = parser.parse_args()
-    device = config.device()
-    content_img = assets.load_image("tubingen", size=args.size)[None].to(device)
-    style_img = assets.load_image("starry_night", size=args.size)[None].to(device)
-    # the tutorial's loss modules see the style image too, so it must have the content's size
-    style_img = F.interpolate(style_img, size=content_img.shape[-2:], mode="bilinear", antialias=True).clamp(0, 1)
-    vgg = models.pretrained("vgg19")
-    vgg.requires_grad_(False)
-    style._vgg19_parts()  # build VGG-19 once for every method, outside the timings
-    cnn = copy.deepcopy(vgg.net.features)
-    methods = {
-        "course `style.style_transfer` (truncated, targets once)":
-            lambda: run_course(content_img, style_img, args.steps),
-        "PyTorch tutorial approach (loss modules, clamp in closure)":
-            lambda: run_tutorial(copy.deepcopy(cnn), copy.deepcopy(vgg.normalize), content_img, style_img, args.steps),
-        "naive (full VGG-19 features, targets every step)":
-            lambda: run_naive(vgg, content_img, style_img, args.steps),
+    vgg = models.optional_pretrained("vgg19")
+    weights = "ImageNet" if vgg is not None else "seeded random (offline)"
+    vgg = (vgg or models.untrained("vgg19", seed=0)).requires_grad_(False)
+    content_img = square(assets.load_image("tubingen"))
+    style_img = square(assets.load_image("starry_night"))
+    tutorial = run_tutorial(vgg, content_img, style_img, args.tutorial_steps)
+    courses = {
+        "course `style.style_transfer`, 64 → 128 px (coarse to fine)": run_course(
+            vgg, content_img, style_img, tutorial["loss"], tuple(args.course_steps)),
+        "course `style.style_transfer`, 128 px only": run_course(
+            vgg, content_img, style_img, tutorial["loss"], (sum(args.course_steps),)),
     }
-    # Interleave the methods over several rounds and keep each one's fastest round, so that
-    # a load change on a shared machine does not favour whichever method ran at a quiet moment.
-    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in methods}
-    for _ in range(args.rounds):
-        for name, run in methods.items():
-            results[name].append(run())
-    best = {name: min(runs, key=lambda r: r[1]) for name, runs in results.items()}
-    base = next(iter(best.values()))[1]
-    print(f"\nStyle transfer, content and style {tuple(content_img.shape[-2:])}, L-BFGS, {args.steps} iterations, "
-          f"best of {args.rounds} interleaved rounds; device {device}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {platform.processor() or platform.machine()}\n")
-    print("| method | set-up (s) | forward+backward passes | s / pass | relative |")
+    # the course's objective is the tutorial's: check it on the course's final image
+    model, style_losses, content_losses = tutorial_model(copy.deepcopy(vgg.net.features), vgg.normalize,
+                                                         style_img, content_img)
+    first = next(iter(courses.values()))
+    with torch.no_grad():
+        check = tutorial_objective(model, style_losses, content_losses, first["image"]).item()
+    print(f"\nThe tutorial's settings: VGG-19 ({weights} weights), content conv2_2 (conv_4), style conv1_1 … conv3_1 "
+          f"(conv_1 … conv_5), style weight 1e6, {SIDE}×{SIDE} px; device {config.device()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"Tutorial's final loss after {tutorial['passes']} passes: {tutorial['loss']:.4g}; the course's final "
+          f"loss {first['loss']:.4g} (the tutorial's loss function on the course's image: {check:.4g})\n")
+    print(f"| implementation | passes | s / pass at {SIDE} px | time to the tutorial's final loss | relative |")
     print("|---|---:|---:|---:|---:|")
-    for name, (setup, per_iter, iters) in best.items():
-        print(f"| {name} | {setup:.2f} | {iters} | {per_iter:.3f} | {per_iter / base:.2f}× |")
+    base = tutorial["seconds"] / tutorial["passes"]
+    print(f"| tutorial's approach (torch L-BFGS, clamp in the closure) | {tutorial['passes']} | "
+          f"{base:.4f} (1.00×) | {tutorial['seconds']:.1f} s | 1.00× |")
+    for name, course in courses.items():
+        reached = course["reached"]
+        reached_text = "not reached" if reached is None else f"{reached:.1f} s ({course['passes_reached']} passes)"
+        ratio = "–" if reached is None else f"{reached / tutorial['seconds']:.2f}×"
+        print(f"| {name} | {course['passes']} | {course['per_pass']:.4f} ({course['per_pass'] / base:.2f}×) | "
+              f"{reached_text} | {ratio} |")
+    print("\nThe tutorial's time per pass includes its set-up (building the loss modules, computing the targets); "
+          "the course's counts its 128-px passes only; times to the loss include everything.")
+    if args.chapter:
+        run_chapter()
 
 
 if __name__ == "__main__":

@@ -1,17 +1,22 @@
-"""Neural style: Gram matrices, texture synthesis and style transfer (Gatys et al.).
+"""Neural style: Gram matrices, texture synthesis, style transfer and texture-vs-shape bias.
 
 A convolutional layer's output is a C×H×W grid of C-vectors, one per
 position. Reshaped to a matrix F of shape (C, M) with M = H·W positions, its
-Gram matrix G = F Fᵀ keeps which features fire *together* and throws away
-*where*. Matching Gram matrices at several VGG-19 layers synthesises a
-texture; adding a feature-matching (content) term transfers a style.
+Gram matrix G = F Fᵀ / M averages the outer products of those vectors: it keeps
+which features fire *together* and throws away *where*. Matching Gram matrices
+at several layers synthesises a texture [1]_; adding a feature-matching
+(content) term transfers a style [2]_.
 
-Shape letters: B batch, C (= N_l) channels, H, W height and width, M = H·W
-(= M_l) positions. Images are float tensors in [0, 1].
+The course's network is EfficientNet-Lite0 (:func:`utils.models.pretrained`).
+Read naively it gives pixel noise; :func:`style_net` holds the recipe that
+works: features *before* the ReLU6 clamp of the stem and of the first block of
+stages 1–5, Gram matrices of the RGB pixels, the input upsampled 2×
+(the stem has stride 2), content at ``net.blocks.3``. VGG-19 is read with Gatys et al.'s
+layer names (``relu1_1`` … ``relu5_1``, content ``relu4_2``) by the same code.
+Pixels stay in [0, 1] because the optimiser, L-BFGS-B [4]_, keeps them there.
 
-Speed comes from doing less work: :class:`VGGFeatures` keeps VGG-19 only up
-to the deepest layer a loss uses, style and content targets are computed once
-before the optimisation, and everything runs on :func:`utils.config.device`.
+Shape letters: B batch, C channels, H, W height and width, M = H·W positions.
+Images are float tensors in [0, 1].
 
 References
 ----------
@@ -19,49 +24,64 @@ References
    convolutional neural networks", NeurIPS 2015.
 .. [2] L. A. Gatys, A. S. Ecker, M. Bethge, "Image style transfer using
    convolutional neural networks", CVPR 2016.
-.. [3] A. Mahendran, A. Vedaldi, "Understanding deep image representations by
-   inverting them", CVPR 2015.
+.. [3] L. A. Gatys, A. S. Ecker, M. Bethge, A. Hertzmann, E. Shechtman,
+   "Controlling perceptual factors in neural style transfer", CVPR 2017.
+.. [4] R. H. Byrd, P. Lu, J. Nocedal, C. Zhu, "A limited memory algorithm for
+   bound constrained optimization", SIAM J. Sci. Comput. 16(5), 1995.
+.. [5] R. Geirhos et al., "ImageNet-trained CNNs are biased towards texture;
+   increasing shape bias improves accuracy and robustness", ICLR 2019.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
+import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import ipywidgets
+import numpy as np
+import scipy.optimize
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import assets, config, models, plotting, widgets
+from . import assets, config, core, models, plotting, widgets
 
 __all__ = [
     "VGG_LAYERS",
-    "STYLE_LAYERS",
+    "COARSE_CATEGORIES",
     "gram_matrix",
     "style_layer_loss",
     "content_loss",
-    "total_variation",
-    "VGGFeatures",
+    "style_loss",
+    "StyleNet",
+    "style_net",
+    "smooth_noise",
+    "minimize_in_box",
+    "StyleRun",
     "synthesize_texture",
+    "reconstruct_content",
     "style_transfer",
+    "preserve_colors",
     "shuffle_positions",
-    "calibrated_style_weight",
+    "color_histogram_distance",
+    "radial_power_spectrum",
+    "spectrum_distance",
+    "gram_distance",
+    "coarse_decision",
+    "texture_patch",
+    "SHAPE_PHOTOS",
+    "cue_conflicts",
+    "shape_bias",
+    "style_widget",
 ]
 
 
 def _gatys_layer_names() -> list[str]:
-    """conv1_1, relu1_1, conv1_2, ..., pool5: VGG-19's `features` in order.
-
-    VGG-19 has five blocks of 2, 2, 4, 4, 4 convolutions, each conv followed
-    by a ReLU and each block closed by a 2×2 pooling, so the position of a
-    name in this list is its index in ``torchvision.models.vgg19().features``.
-    """
+    """conv1_1, relu1_1, conv1_2, ..., pool5: VGG-19's ``features`` in order (blocks of 2, 2, 4, 4, 4 convs)."""
     names = []
     for block, n_convs in enumerate((2, 2, 4, 4, 4), start=1):
         for i in range(1, n_convs + 1):
@@ -70,425 +90,43 @@ def _gatys_layer_names() -> list[str]:
     return names
 
 
-#: Gatys et al.'s layer names mapped to indices of torchvision's ``vgg19().features``.
-VGG_LAYERS: dict[str, int] = {name: index for index, name in enumerate(_gatys_layer_names())}
+#: Gatys et al.'s VGG-19 layer names mapped to module names of ``models.pretrained("vgg19")``.
+VGG_LAYERS: dict[str, str] = {name: f"net.features.{i}" for i, name in enumerate(_gatys_layer_names())}
 
-#: The style layers of Gatys et al. 2016 (one per block), here after the ReLU.
-STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+#: Coarse categories of the texture-vs-shape experiment: each holds the ImageNet
+#: classes (by name) whose mean probability is that category's score, as Geirhos
+#: et al. map ImageNet's 1,000 classes to 16 categories.
+COARSE_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "cat": ("tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"),
+    "cup": ("coffee mug", "cup", "espresso"),
+    "rocket": ("missile", "projectile", "space shuttle"),
+    "building": ("bell cote", "boathouse", "castle", "church", "monastery", "mosque", "palace", "dome"),
+    "uniform": ("military uniform", "suit", "Windsor tie"),
+    "flower": ("daisy", "bee"),
+}
 
 
-def _check_tensor(x: object, name: str, ndims: tuple[int, ...]) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
-    if x.ndim not in ndims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape "
-                         f"{tuple(x.shape)}; e.g. features of shape (B, C, H, W) or (C, H, W).")
+# --------------------------------------------------------------------------- Gram statistics and losses
 
 
-def gram_matrix(features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-    r"""Gram matrix of a layer's feature maps: which channels fire together.
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    r"""Gram matrix of a layer's feature maps, averaged over positions.
 
-    .. math:: G_{ij} = \sum_{k=1}^{M} F_{ik} F_{jk}, \qquad G = F F^\top,
+    .. math:: G_{ij} = \frac{1}{M} \sum_{k=1}^{M} F_{ik} F_{jk}, \qquad G = \tfrac1M F F^\top,
 
     where F is the (C, M) matrix of the layer's C feature maps, each flattened
-    over its M = H·W positions. The sum over positions k forgets *where* a
-    feature fired: permuting the positions leaves G unchanged.
+    over its M = H·W positions. The sum over positions forgets *where* a
+    feature fired (permuting the positions leaves G unchanged); dividing by M
+    makes images of any size and aspect ratio comparable.
 
     Parameters
     ----------
-    features : torch.Tensor, shape (B, C, H, W) or (C, H, W)
-        Activations of one layer.
-    normalize : bool, default=False
-        Divide by C·H·W (numerical convenience; the losses below use the
-        unnormalised G of the lecture and put the size factors in E_l).
+    features : Tensor (B, C, H, W) or (C, H, W)
 
     Returns
     -------
-    torch.Tensor, shape (B, C, C) or (C, C)
+    Tensor (B, C, C) or (C, C)
         Symmetric, positive semi-definite.
-
-    References
-    ----------
-    Gatys, Ecker, Bethge, "Texture synthesis using convolutional neural networks", 2015.
-
-    Examples
-    --------
-    >>> gram_matrix(torch.ones(2, 3, 4)).tolist()
-    [[12.0, 12.0], [12.0, 12.0]]
-    """
-    _check_tensor(features, "features", (3, 4))
-    flat = features.flatten(start_dim=-2)  # (..., C, M)
-    gram = flat @ flat.transpose(-1, -2)  # (..., C, C)
-    if normalize:
-        channels, height, width = features.shape[-3:]
-        gram = gram / (channels * height * width)
-    return gram
-
-
-def style_layer_loss(G: torch.Tensor, A: torch.Tensor, n_channels: int, n_positions: int) -> torch.Tensor:
-    r"""Style loss of one layer: squared distance of two Gram matrices.
-
-    .. math:: E_l = \frac{1}{4 N_l^2 M_l^2} \sum_{i,j} \bigl(G^l_{ij} - A^l_{ij}\bigr)^2
-
-    The factor 1/(4N²M²) makes layers of different sizes comparable (G grows
-    like M and has N² entries).
-
-    Parameters
-    ----------
-    G, A : torch.Tensor, shape (C, C) or (B, C, C)
-        Gram matrices (unnormalised) of the generated and of the style image.
-    n_channels : int
-        N_l, the layer's number of feature maps C.
-    n_positions : int
-        M_l = H·W, the number of positions of each feature map.
-
-    Returns
-    -------
-    torch.Tensor
-        A scalar (summed over a batch).
-
-    References
-    ----------
-    Gatys, Ecker, Bethge, "Texture synthesis using convolutional neural networks", 2015, eq. (4).
-
-    Examples
-    --------
-    >>> style_layer_loss(torch.eye(2), torch.zeros(2, 2), n_channels=2, n_positions=1).item()
-    0.125
-    """
-    _check_tensor(G, "G", (2, 3))
-    if not isinstance(A, torch.Tensor) or A.shape != G.shape:
-        raise ValueError(f"A must be a tensor of G's shape {tuple(G.shape)}, got "
-                         f"{tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__}.")
-    for name, value in (("n_channels", n_channels), ("n_positions", n_positions)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}; pass C and H*W of the layer.")
-    return ((G - A) ** 2).sum() / (4 * n_channels**2 * n_positions**2)
-
-
-def content_loss(F: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-    r"""Content (feature reconstruction) loss of one layer.
-
-    .. math:: L_{content} = \tfrac12 \sum_{i,j} \bigl(F^l_{ij} - P^l_{ij}\bigr)^2
-
-    Parameters
-    ----------
-    F, P : torch.Tensor, same shape, e.g. (B, C, H, W)
-        Features of the generated image and of the content image.
-
-    Returns
-    -------
-    torch.Tensor
-        A scalar.
-
-    References
-    ----------
-    Gatys, Ecker, Bethge, "Image style transfer using convolutional neural networks", 2016, eq. (1).
-
-    Examples
-    --------
-    >>> content_loss(torch.ones(2, 2), torch.zeros(2, 2)).item()
-    2.0
-    """
-    if not isinstance(F, torch.Tensor) or not isinstance(P, torch.Tensor):
-        raise TypeError(f"F and P must be tensors, got {type(F).__name__} and {type(P).__name__}.")
-    if F.shape != P.shape:
-        raise ValueError(f"F and P must have the same shape, got {tuple(F.shape)} and {tuple(P.shape)}; "
-                         "compute both at the same layer from images of the same size.")
-    return 0.5 * ((F - P) ** 2).sum()
-
-
-def total_variation(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
-    r"""Total-variation regulariser :math:`R_{V^\beta}` of Mahendran & Vedaldi.
-
-    .. math:: R_{V^\beta}(x) = \sum_{c,i,j} \Bigl( (x_{c,i,j+1} - x_{c,i,j})^2
-              + (x_{c,i+1,j} - x_{c,i,j})^2 \Bigr)^{\beta/2}
-
-    summed over channels c and over the positions (i, j) that have both a right
-    and a lower neighbour. β = 2 penalises all edges quadratically; β ≤ 1 lets
-    sharp edges through while removing speckle.
-
-    Parameters
-    ----------
-    x : torch.Tensor, shape (B, C, H, W) or (C, H, W)
-        Image(s); H, W ≥ 2.
-    beta : float, default=2.0
-        Exponent β > 0.
-
-    Returns
-    -------
-    torch.Tensor
-        A scalar. Its gradient is finite for every β (flat patches get a zero
-        sub-gradient).
-
-    References
-    ----------
-    Mahendran, Vedaldi, "Understanding deep image representations by inverting them", 2015, eq. (5).
-
-    Examples
-    --------
-    >>> total_variation(torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])).item()
-    1.0
-    """
-    _check_tensor(x, "x", (3, 4))
-    if min(x.shape[-2:]) < 2:
-        raise ValueError(f"x must be at least 2×2 pixels, got shape {tuple(x.shape)}.")
-    if not isinstance(beta, (int, float)) or beta <= 0:
-        raise ValueError(f"beta must be a positive number, got {beta!r}; Mahendran & Vedaldi use 1 or 2.")
-    right = x[..., :-1, 1:] - x[..., :-1, :-1]  # x_{i,j+1} - x_{ij}
-    down = x[..., 1:, :-1] - x[..., :-1, :-1]  # x_{i+1,j} - x_{ij}
-    squared = right**2 + down**2
-    # (s)^{β/2} has an infinite derivative at s = 0 for β < 2: evaluate it only where s > 0.
-    positive = squared > 0
-    safe = torch.where(positive, squared, torch.ones_like(squared))
-    return torch.where(positive, safe ** (beta / 2), torch.zeros_like(squared)).sum()
-
-
-@functools.lru_cache(maxsize=1)
-def _vgg19_parts() -> tuple[nn.Module, nn.Sequential, bool]:
-    """(normalize, features, is_pretrained) of the course's VGG-19, built once per process."""
-    model = models.pretrained("vgg19")
-    return model.normalize.cpu(), model.net.features.cpu(), models.is_pretrained(model)
-
-
-class VGGFeatures(nn.Module):
-    """VGG-19 cut after the deepest requested layer; returns ``{name: activation}``.
-
-    The network is built from :func:`utils.models.pretrained` ("vgg19"): ImageNet
-    weights when available, the seeded random fallback otherwise, with the
-    ImageNet normalisation as its first layer (so it takes [0, 1] pixels). Its
-    modules are named as in Gatys et al. (``conv1_1``, ``relu1_1``, …,
-    ``pool5``); layers below the deepest requested one are dropped, so the
-    forward pass does no work beyond it. The module owns a frozen copy of the
-    weights (``requires_grad_(False)``) in eval mode; ReLUs are not in-place,
-    so a conv layer's output is returned before rectification.
-
-    Parameters
-    ----------
-    layers : sequence of str
-        Names from :data:`VGG_LAYERS`, e.g. ``["relu1_1", "relu4_2"]``.
-    pool : {"max", "avg"}, default="max"
-        Gatys et al. replace max-pooling by 2×2 average pooling, which they
-        found gives slightly smoother gradients and results; "avg" does that.
-
-    Examples
-    --------
-    >>> net = VGGFeatures(["relu1_1", "relu2_1"])
-    >>> {k: tuple(v.shape) for k, v in net(torch.rand(1, 3, 32, 32)).items()}
-    {'relu1_1': (1, 64, 32, 32), 'relu2_1': (1, 128, 16, 16)}
-    """
-
-    def __init__(self, layers: Sequence[str], pool: str = "max"):
-        super().__init__()
-        if isinstance(layers, str) or not layers:
-            raise ValueError(f"layers must be a non-empty list of layer names, got {layers!r}; "
-                             "e.g. ['relu1_1', 'relu2_1'].")
-        unknown = [name for name in layers if name not in VGG_LAYERS]
-        if unknown:
-            raise ValueError(f"Unknown VGG-19 layer(s) {unknown}; expected names like 'conv1_1', "
-                             f"'relu4_2', 'pool3' (see style.VGG_LAYERS).")
-        if pool not in ("max", "avg"):
-            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}.")
-        self.layers = list(dict.fromkeys(layers))
-        normalize, features, self.is_pretrained = _vgg19_parts()
-        deepest = max(VGG_LAYERS[name] for name in self.layers)
-        names = _gatys_layer_names()[: deepest + 1]
-        modules = [(name, self._copy(features[VGG_LAYERS[name]], pool)) for name in names]
-        self.body = nn.Sequential(OrderedDict([("normalize", copy.deepcopy(normalize))] + modules))
-        self.requires_grad_(False).eval().to(config.device())
-
-    @staticmethod
-    def _copy(module: nn.Module, pool: str) -> nn.Module:
-        if isinstance(module, nn.ReLU):
-            return nn.ReLU(inplace=False)  # in-place would overwrite the conv output we return
-        if isinstance(module, nn.MaxPool2d) and pool == "avg":
-            return nn.AvgPool2d(kernel_size=2, stride=2)
-        return copy.deepcopy(module)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        _check_tensor(x, "x", (4,))
-        wanted, out = set(self.layers), {}
-        for name, module in self.body.named_children():
-            x = module(x)
-            if name in wanted:
-                out[name] = x
-        return out
-
-
-def _as_batch(image: torch.Tensor, name: str) -> torch.Tensor:
-    _check_tensor(image, name, (3, 4))
-    image = image if image.ndim == 4 else image[None]
-    if image.shape[1] != 3:
-        raise ValueError(f"{name} must be an RGB image (3 channels), got shape {tuple(image.shape)}.")
-    if image.min() < 0 or image.max() > 1:
-        raise ValueError(f"{name} must have values in [0, 1], got [{image.min():.3g}, {image.max():.3g}]; "
-                         "load images with assets.load_image.")
-    return image.to(config.device())
-
-
-def _resize(image: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Resize a (B, 3, H, W) batch so that its shorter side is ``size``."""
-    if size is None:
-        return image
-    height, width = image.shape[-2:]
-    scale = size / min(height, width)
-    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(image, size=shape, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
-def _style_targets(net: VGGFeatures, style: torch.Tensor, layers: Sequence[str]) -> dict:
-    """Gram matrices of the style image at ``layers``, computed once."""
-    with torch.no_grad():
-        feats = net(style)
-    return {name: gram_matrix(feats[name]) for name in layers}
-
-
-def _style_loss(feats: dict, targets: dict, weights: dict[str, float]) -> torch.Tensor:
-    """L_style = Σ_l w_l E_l over the style layers (0 if there are none)."""
-    total = torch.zeros((), device=next(iter(feats.values())).device)
-    for name, A in targets.items():
-        _, channels, height, width = feats[name].shape
-        total = total + weights[name] * style_layer_loss(gram_matrix(feats[name]), A, channels, height * width)
-    return total
-
-
-def _noise(like: torch.Tensor, seed: int) -> torch.Tensor:
-    """Grey with faint Gaussian noise, 0.5 + 0.1·N(0, 1): a start in the sigmoid's steep middle.
-
-    (Gatys et al. start from white noise; full-range uniform noise puts many pixels where the
-    sigmoid is flat, and the optimisation then takes many more steps to move them.)
-    """
-    noise = torch.randn(like.shape, generator=torch.Generator().manual_seed(seed))
-    return (0.5 + 0.1 * noise).clamp(0, 1).to(like.device)
-
-
-def _logit(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    return torch.logit(x.clamp(eps, 1 - eps))
-
-
-def _make_optimizer(u: torch.Tensor, optimizer: str, lr: float | None) -> torch.optim.Optimizer:
-    if optimizer == "lbfgs":
-        # One iteration and one forward + backward pass per step (no line search: torch's
-        # strong-Wolfe search makes little progress on these losses). Steps damped to 0.3:
-        # the full quasi-Newton step overshoots when the style weight is large. Tolerances 0:
-        # stop after `steps` steps, never because the losses look converged.
-        return torch.optim.LBFGS([u], lr=lr or 0.3, max_iter=1, history_size=20,
-                                 tolerance_grad=0.0, tolerance_change=0.0)
-    if optimizer == "adam":
-        return torch.optim.Adam([u], lr=lr or 0.02)
-    raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}.")
-
-
-def _optimize(
-    start: torch.Tensor,
-    objective: Callable[[torch.Tensor], dict[str, torch.Tensor]],
-    steps: int,
-    optimizer: str,
-    lr: float | None,
-    desc: str,
-) -> tuple[torch.Tensor, dict[str, list[float]]]:
-    """Minimise ``objective(image)["loss"]`` over images in [0, 1].
-
-    The image is parametrised as x = sigmoid(u) with u unconstrained, so every
-    iterate lies in (0, 1) without clamping. (Clamping after each step, as many
-    implementations do, moves the point behind L-BFGS's back and spoils its
-    curvature history.) ``history[key][k]`` is a term after k steps (k = 0..steps),
-    ``history["time"][k]`` the wall time and ``history["evaluations"][k]`` the
-    forward + backward passes by then (one per step for both optimisers).
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}.")
-    u = _logit(start.detach()).requires_grad_(True)
-    opt = _make_optimizer(u, optimizer, lr)
-    history: dict[str, list[float]] = {"time": [], "evaluations": []}
-    evaluations, log_next, scale, tic = [0], [True], [], time.perf_counter()
-
-    def log(terms: dict[str, torch.Tensor], reached: float) -> None:
-        for key, value in terms.items():
-            history.setdefault(key, []).append(float(value.detach()))
-        history["time"].append(reached - tic)  # when this point was reached
-        history["evaluations"].append(evaluations[0])
-
-    def closure() -> torch.Tensor:
-        reached = time.perf_counter()
-        opt.zero_grad()
-        terms = objective(torch.sigmoid(u))
-        if log_next[0]:  # a step's first evaluation is at its starting point
-            log(terms, reached)
-            log_next[0] = False
-        terms["loss"].backward()
-        if not scale:
-            # The optimiser sees c·L with c = 1 / max|∇L(x_0)|: the same minimiser, but free of
-            # the losses' arbitrary scale, which matters because torch's L-BFGS has absolute
-            # thresholds (it drops curvature pairs with y·s < 1e-10).
-            scale.append(1.0 / max(u.grad.abs().max().item(), 1e-30))
-        u.grad.mul_(scale[0])
-        evaluations[0] += 1
-        return terms["loss"].detach() * scale[0]
-
-    for _ in tqdm(range(steps), desc=desc, leave=False):
-        log_next[0] = True
-        opt.step(closure)
-    reached = time.perf_counter()
-    with torch.no_grad():
-        log(objective(torch.sigmoid(u)), reached)
-    return torch.sigmoid(u).detach(), history
-
-
-def _layer_weights(layers: Sequence[str], weights: Sequence[float] | None) -> dict[str, float]:
-    if weights is None:
-        return {name: 1.0 / len(layers) for name in layers}  # Gatys et al.: w_l = 1/|layers|
-    if len(weights) != len(layers):
-        raise ValueError(f"Got {len(weights)} layer weights for {len(layers)} layers; give one per layer.")
-    return dict(zip(layers, (float(w) for w in weights), strict=True))
-
-
-def synthesize_texture(
-    texture: torch.Tensor,
-    layers: Sequence[str] = STYLE_LAYERS,
-    steps: int = 100,
-    size: int | None = None,
-    optimizer: str = "lbfgs",
-    layer_weights: Sequence[float] | None = None,
-    pool: str = "max",
-    seed: int = 0,
-    net: VGGFeatures | None = None,
-) -> tuple[torch.Tensor, dict[str, list[float]]]:
-    r"""Texture synthesis: from noise, match the texture's Gram matrices.
-
-    .. math:: \mathcal L(\hat x) = \sum_{l} w_l E_l, \qquad
-              E_l = \frac{1}{4 N_l^2 M_l^2} \sum_{i,j} (\hat G^l_{ij} - A^l_{ij})^2
-
-    where A^l are the Gram matrices of the texture (computed once) and Ĝ^l
-    those of the synthesised image, which starts as faint noise around grey. Deeper
-    layer sets capture larger structures.
-
-    Parameters
-    ----------
-    texture : torch.Tensor, shape (3, H, W) or (1, 3, H, W), values in [0, 1]
-    layers : sequence of str, default=STYLE_LAYERS
-        Layers whose Gram matrices are matched.
-    steps : int, default=100
-        Optimisation steps (iterations of L-BFGS or Adam).
-    size : int or None, default=None
-        Resize the texture's shorter side to ``size`` first; the output has the
-        texture's (resized) shape.
-    optimizer : {"lbfgs", "adam"}, default="lbfgs"
-    layer_weights : sequence of float, optional
-        w_l per layer; default 1/len(layers).
-    pool : {"max", "avg"}, default="max"
-        Pooling of :class:`VGGFeatures`.
-    seed : int, default=0
-        Seed of the starting noise.
-    net : VGGFeatures, optional
-        A feature extractor to reuse (must cover ``layers``).
-
-    Returns
-    -------
-    image : torch.Tensor, shape (1, 3, H, W), values in (0, 1)
-    history : dict of list of float
-        After k = 0, ..., steps steps: ``"loss"``, ``"time"`` (wall seconds) and
-        ``"evaluations"`` (forward + backward passes so far).
 
     References
     ----------
@@ -496,125 +134,82 @@ def synthesize_texture(
 
     Examples
     --------
-    >>> image, history = synthesize_texture(assets.load_image("brick"), steps=5, size=64)  # doctest: +SKIP
+    >>> gram_matrix(torch.ones(2, 3, 4)).tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
     """
-    texture = _resize(_as_batch(texture, "texture"), size)
-    net = net or VGGFeatures(list(layers), pool=pool)
-    targets = _style_targets(net, texture, layers)
-    weights = _layer_weights(layers, layer_weights)
-    noise = _noise(texture, seed)
-
-    def objective(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": _style_loss(net(image), targets, weights)}
-
-    return _optimize(noise, objective, steps, optimizer, None, "texture")
+    if not isinstance(features, torch.Tensor) or features.ndim not in (3, 4):
+        raise ValueError(f"features must be a tensor (B, C, H, W) or (C, H, W), got "
+                         f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}.")
+    flat = features.flatten(start_dim=-2)  # (..., C, M)
+    return flat @ flat.transpose(-1, -2) / flat.shape[-1]
 
 
-def style_transfer(
-    content: torch.Tensor,
-    style: torch.Tensor,
-    content_layer: str = "relu4_2",
-    style_layers: Sequence[str] = STYLE_LAYERS,
-    content_weight: float = 1.0,
-    style_weight: float = 1e3,
-    tv_weight: float = 0.0,
-    steps: int = 100,
-    optimizer: str = "lbfgs",
-    init: str | torch.Tensor = "content",
-    size: int | None = None,
-    lr: float | None = None,
-    pool: str = "max",
-    seed: int = 0,
-    net: VGGFeatures | None = None,
-) -> tuple[torch.Tensor, dict[str, list[float]]]:
-    r"""Neural style transfer: the content of one image in the style of another.
+def style_layer_loss(G: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    r"""Style loss of one layer: squared distance of two Gram matrices, relative to the target's size.
 
-    .. math:: \mathcal L(\hat x) = \alpha\, \tfrac12 \sum (F^{l_c} - P^{l_c})^2
-              + \beta \sum_l w_l E_l + \gamma\, R_{V^2}(\hat x)
+    .. math:: E_l = \frac{\sum_{i,j} (G^l_{ij} - A^l_{ij})^2}{\sum_{i,j} (A^l_{ij})^2}
 
-    with F, P the features of the generated and the content image at the
-    content layer, E_l the style loss of :func:`style_layer_loss` (w_l = 1/L),
-    and R the total variation. Targets are computed once; the network stops at
-    the deepest layer used. Iterates stay in [0, 1] through a sigmoid
-    parametrisation.
+    Gatys et al. divide by :math:`4N_l^2M_l^2`; dividing by the target's own
+    squared norm instead makes every layer's loss start near 1 whatever its
+    width and activation scale, so layers of a trained network, of a random one
+    and the pixels themselves are weighted alike.
 
     Parameters
     ----------
-    content, style : torch.Tensor, shape (3, H, W) or (1, 3, H, W), values in [0, 1]
-    content_layer : str, default="relu4_2"
-    style_layers : sequence of str, default=STYLE_LAYERS
-    content_weight, style_weight, tv_weight : float
-        α, β, γ. Only the ratio α/β matters (up to the optimiser's step size).
-    steps : int, default=100
-        Optimisation steps (iterations of L-BFGS or Adam).
-    optimizer : {"lbfgs", "adam"}, default="lbfgs"
-    init : {"content", "noise"} or torch.Tensor, default="content"
-        Start from the content image, from faint noise around grey, or from a given image
-        (e.g. an upsampled coarser result, for coarse-to-fine).
-    size : int or None, default=None
-        Shorter side of content and style (both resized); None keeps them.
-    lr : float, optional
-        Step size (default 0.3 for L-BFGS, 0.02 for Adam; on the sigmoid's logits).
-    pool : {"max", "avg"}, default="max"
-    seed : int, default=0
-        Seed of the noise start.
-    net : VGGFeatures, optional
-        A feature extractor to reuse (must cover all layers used).
+    G : Tensor (B, C, C) or (C, C)
+        Gram matrices of the generated image(s).
+    A : Tensor (C, C)
+        Gram matrix of the style.
 
     Returns
     -------
-    image : torch.Tensor, shape (1, 3, H, W), values in (0, 1)
-    history : dict of list of float
-        After k = 0, ..., steps steps: ``"loss"``, ``"content"``, ``"style"``,
-        ``"tv"`` (weighted terms), ``"time"`` (wall seconds) and ``"evaluations"``
-        (forward + backward passes so far).
-
-    References
-    ----------
-    Gatys, Ecker, Bethge, "Image style transfer using convolutional neural networks", CVPR 2016.
+    Tensor ()
+        A scalar (summed over a batch).
 
     Examples
     --------
-    >>> image, history = style_transfer(assets.load_image("tubingen"),
-    ...                                 assets.load_image("starry_night"), size=64, steps=5)  # doctest: +SKIP
+    >>> style_layer_loss(torch.eye(2), 2 * torch.eye(2)).item()
+    0.25
     """
-    content = _resize(_as_batch(content, "content"), size)
-    style = _resize(_as_batch(style, "style"), size)
-    layers = list(dict.fromkeys([content_layer, *style_layers]))
-    net = net or VGGFeatures(layers, pool=pool)
-    style_targets = _style_targets(net, style, style_layers)
-    with torch.no_grad():
-        content_target = net(content)[content_layer]
-    weights = _layer_weights(style_layers, None)
-    start = _initial_image(init, content, seed)
-
-    def objective(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = net(image)
-        terms = {"content": content_weight * content_loss(feats[content_layer], content_target),
-                 "style": style_weight * _style_loss(feats, style_targets, weights),
-                 "tv": tv_weight * total_variation(image)}
-        terms["loss"] = terms["content"] + terms["style"] + terms["tv"]
-        return terms
-
-    return _optimize(start, objective, steps, optimizer, lr, "style transfer")
+    if not isinstance(A, torch.Tensor) or not isinstance(G, torch.Tensor) or G.shape[-2:] != A.shape[-2:]:
+        raise ValueError(f"G and A must be Gram matrices of the same layer (C, C), got "
+                         f"{getattr(G, 'shape', type(G).__name__)} and {getattr(A, 'shape', type(A).__name__)}.")
+    return ((G - A) ** 2).sum() / (A**2).sum().clamp_min(1e-12)
 
 
-def _initial_image(init: str | torch.Tensor, content: torch.Tensor, seed: int) -> torch.Tensor:
-    if isinstance(init, torch.Tensor):
-        init = _as_batch(init, "init")
-        return F.interpolate(init, size=content.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
-    if init == "content":
-        return content.clone()
-    if init == "noise":
-        return _noise(content, seed)
-    raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}.")
+def content_loss(F: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    r"""Content (feature reconstruction) loss of one layer, relative to the target's size.
+
+    .. math:: L_{content} = \frac{\sum_{i,k} (F_{ik} - P_{ik})^2}{\sum_{i,k} P_{ik}^2}
+
+    Gatys et al. use :math:`\tfrac12\sum (F-P)^2`; the relative form is 1 for
+    an image whose features are all zero, whatever the layer.
+
+    Parameters
+    ----------
+    F, P : Tensor, same shape, e.g. (B, C, H, W)
+        Features of the generated image and of the content image.
+
+    Returns
+    -------
+    Tensor ()
+
+    Examples
+    --------
+    >>> content_loss(torch.ones(2, 2), 2 * torch.ones(2, 2)).item()
+    0.25
+    """
+    if not isinstance(F, torch.Tensor) or not isinstance(P, torch.Tensor) or F.shape != P.shape:
+        raise ValueError(f"F and P must be tensors of the same shape, got {getattr(F, 'shape', type(F).__name__)} "
+                         f"and {getattr(P, 'shape', type(P).__name__)}; compute both at one layer from images "
+                         "of one size.")
+    return ((F - P) ** 2).sum() / (P**2).sum().clamp_min(1e-12)
 
 
 def shuffle_positions(features: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Permute the H·W positions of a (B, C, H, W) or (C, H, W) feature map.
+    """Permute the H·W positions of a (B, C, H, W) or (C, H, W) feature map, the same way in every channel.
 
-    The same permutation applies to every channel, so each C-vector survives
-    intact but lands elsewhere: the layout is destroyed, the Gram matrix is not.
+    Each C-vector survives intact but lands elsewhere: the layout is destroyed, the Gram matrix is not.
 
     Examples
     --------
@@ -622,97 +217,1040 @@ def shuffle_positions(features: torch.Tensor, seed: int = 0) -> torch.Tensor:
     >>> torch.allclose(gram_matrix(shuffle_positions(f)), gram_matrix(f))
     True
     """
-    _check_tensor(features, "features", (3, 4))
+    gram_matrix(features)  # validates the shape
     perm = torch.randperm(features.shape[-2] * features.shape[-1], generator=torch.Generator().manual_seed(seed))
     return features.flatten(start_dim=-2)[..., perm.to(features.device)].reshape(features.shape)
 
 
-def calibrated_style_weight(
-    content: torch.Tensor,
-    style: torch.Tensor,
-    ratio: float = 1.0,
-    content_layer: str = "relu4_2",
-    style_layers: Sequence[str] = STYLE_LAYERS,
-    size: int | None = None,
-    net: VGGFeatures | None = None,
-) -> float:
-    r"""A style weight β that puts both terms on the same scale, times ``ratio``.
+# --------------------------------------------------------------------------- a network read for style
 
-    .. math:: \beta = r \, \frac{L_{content}(\text{noise})}{L_{style}(\text{content image})}
 
-    How large the content and style losses are depends on the network's
-    activation scale (trained or random weights, image size), so a fixed β
-    means different things for different networks. With this β, the style
-    term of the content image equals r times the content term of a noise
-    image: r = 1 balances "how far the photo is from the style" against "how
-    far noise is from the photo", and r sweeps the trade-off scale-free.
+@dataclass(frozen=True)
+class StyleNet:
+    """A network and where neural style reads it.
+
+    Attributes
+    ----------
+    model : nn.Module
+        A classifier taking [0, 1] pixels (e.g. :func:`utils.models.pretrained`).
+    style_layers : tuple of str
+        Module names whose outputs' Gram matrices are matched.
+    content_layer : str
+        Module name whose output is matched for content.
+    upsample : int
+        The image is enlarged by this factor before the network sees it.
+    pixel_gram : bool
+        Also match the Gram matrices of the RGB pixels (``"pixels"``) and of the
+        pixels minus their mean (``"pixel covariance"``).
+    labels : dict of str to str
+        Short names for the figures, ``{module name: label}``.
+    """
+
+    model: nn.Module
+    style_layers: tuple[str, ...]
+    content_layer: str
+    upsample: int = 1
+    pixel_gram: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The architecture and whether it is trained, e.g. ``"efficientnet_lite0 (ImageNet)"``."""
+        return f"{getattr(self.model, 'arch', type(self.model).__name__)} " + (
+            "(ImageNet)" if models.is_pretrained(self.model) else "(random weights)")
+
+    def features(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Outputs of the modules ``layers`` for images x (B, 3, H, W), by forward hooks (:func:`core.capture`)."""
+        if self.upsample != 1:
+            x = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        with core.inspection_mode(self.model):
+            return core.capture(self.model, x, layers)
+
+    def grams(self, x: torch.Tensor, content: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Gram matrices of x (B, 3, H, W) at every style layer (and of the pixels), and the content features.
+
+        One forward pass, which stops at the deepest layer needed. Returns
+        ``({layer: (B, C, C)}, content features or None)``.
+        """
+        layers = [*self.style_layers, self.content_layer] if content else list(self.style_layers)
+        feats = self.features(x, layers)
+        grams = {layer: gram_matrix(feats[layer]) for layer in self.style_layers}
+        if self.pixel_gram:  # and, centred, the colours' covariance, which pins the contrast (see style_net)
+            grams["pixels"] = gram_matrix(x)
+            grams["pixel covariance"] = gram_matrix(x - x.mean(dim=(-2, -1), keepdim=True))
+        return grams, feats[self.content_layer] if content else None
+
+    def min_style_size(self) -> int:
+        """Smallest side of a style image: the receptive field of the deepest style layer, in image pixels."""
+        return _min_style_size(self.model, self.style_layers[-1], self.upsample)
+
+
+@functools.lru_cache(maxsize=16)
+def _min_style_size(model: nn.Module, layer: str, upsample: int) -> int:
+    return math.ceil(core.receptive_field(model, layer)["size"] / upsample)
+
+
+@functools.lru_cache(maxsize=1)
+def _pretrained() -> nn.Module:
+    """The course's network, built once per process for the default StyleNet (nothing here changes it)."""
+    return models.pretrained()
+
+
+def _efficientnet_recipe(model: nn.Module) -> dict:
+    # timm's BatchNormAct2d computes bn -> drop (an identity at inference) -> act (ReLU6); the
+    # output of `drop` is the feature before the clamp. Expansion layers: each stage's first block.
+    stages = len(core.get_module(model, "net.blocks"))
+    layers = {"net.bn1.drop": "stem"} | {f"net.blocks.{s}.0.bn1.drop": f"blocks.{s}.0" for s in range(1, stages - 1)}
+    return {"style_layers": tuple(layers), "content_layer": "net.blocks.3", "upsample": 2, "pixel_gram": True,
+            "labels": layers | {"net.blocks.3": "blocks.3"}}
+
+
+def _vgg_recipe(model: nn.Module) -> dict:
+    style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    return {"style_layers": tuple(VGG_LAYERS[n] for n in style_layers), "content_layer": VGG_LAYERS["relu4_2"],
+            "upsample": 1, "pixel_gram": False, "labels": {module: name for name, module in VGG_LAYERS.items()}}
+
+
+def _module_name(net_labels: dict[str, str], model: nn.Module, layer: object) -> str:
+    """A module name from a module name or a label of the recipe (e.g. Gatys's ``"relu4_2"``)."""
+    if not isinstance(layer, str):
+        raise TypeError(f"Layer names must be strings such as 'net.blocks.3' or 'relu4_2', got {layer!r}.")
+    by_label = {label: module for module, label in net_labels.items()}
+    name = by_label.get(layer, layer)
+    core.get_module(model, name)  # a sentence for an unknown name
+    return name
+
+
+def style_net(
+    model: nn.Module | None = None,
+    style_layers: Sequence[str] | None = None,
+    content_layer: str | None = None,
+) -> StyleNet:
+    """The course's recipe for reading ``model`` for neural style.
+
+    * EfficientNet-Lite (the default, :func:`utils.models.pretrained`): Gram
+      matrices of the features *before* the ReLU6 clamp of the stem
+      (``net.bn1``) and of the expansion layer of each stage's first block
+      (``net.blocks.{1..5}.0.bn1``), plus the Gram matrix of the RGB pixels
+      and that of the pixels minus their mean (the colours' covariance:
+      alone, the first barely tells a brighter image with less contrast from
+      the target, and short syntheses come out washed out); the image
+      enlarged 2× (the stem has stride 2); content at ``net.blocks.3``. Taken
+      after the clamp, or at the native size, the Gram matrices give pixel
+      noise.
+    * VGG-16/19 (torchvision): Gatys et al.'s ``relu1_1`` … ``relu5_1`` and
+      content ``relu4_2``, no pixel Gram, no upsampling.
+    * Any other network: pass ``style_layers`` and ``content_layer``.
 
     Parameters
     ----------
-    content, style : torch.Tensor, shape (3, H, W) or (1, 3, H, W), values in [0, 1]
-    ratio : float, default=1.0
-        r > 0; larger means more style.
-    content_layer, style_layers, size, net
-        As in :func:`style_transfer`.
+    model : nn.Module, optional
+        Default :func:`utils.models.pretrained` (EfficientNet-Lite0).
+    style_layers : sequence of str, optional
+        Module names (or, for VGG, Gatys's names) overriding the recipe's, shallow to deep.
+    content_layer : str, optional
+        Overrides the recipe's.
+
+    Returns
+    -------
+    StyleNet
+
+    Examples
+    --------
+    >>> net = style_net()
+    >>> net.content_layer, net.upsample, len(net.style_layers)
+    ('net.blocks.3', 2, 6)
+    >>> style_net(style_layers=["relu9_9"])
+    Traceback (most recent call last):
+    ...
+    ValueError: The model has no module named 'relu9_9'; choose one of [...] (see core.layer_names(model)).
+    """
+    model = core.check_model(_pretrained() if model is None else model)
+    arch = str(getattr(model, "arch", ""))
+    if arch.startswith("efficientnet"):
+        recipe = _efficientnet_recipe(model)
+    elif arch.startswith("vgg"):
+        recipe = _vgg_recipe(model)
+    elif style_layers is None or content_layer is None:
+        raise ValueError(f"No style recipe for {arch or type(model).__name__}; pass style_layers and content_layer "
+                         "(module names, see core.layer_names(model)).")
+    else:
+        recipe = {"labels": {}}
+    labels = recipe["labels"]
+    if style_layers is not None:
+        if isinstance(style_layers, str) or not style_layers:
+            raise ValueError(f"style_layers must be a non-empty list of layer names, got {style_layers!r}.")
+        recipe["style_layers"] = tuple(_module_name(labels, model, name) for name in style_layers)
+    if content_layer is not None:
+        recipe["content_layer"] = _module_name(labels, model, content_layer)
+    for name in (*recipe["style_layers"], recipe["content_layer"]):
+        core.get_module(model, name)
+    return StyleNet(model, **recipe)
+
+
+# --------------------------------------------------------------------------- the optimisation
+
+
+def smooth_noise(height: int, width: int, seed: int = 0, amplitude: float = 0.1, grain: int = 8) -> torch.Tensor:
+    r"""A smooth, low-amplitude grey image: the start of texture synthesis.
+
+    .. math:: x = 0.5 + a \cdot \operatorname{upsample}_{g}(z), \qquad z \sim \mathcal N(0, I)
+              \text{ on a grid } g \text{ times coarser}
+
+    White noise is full of the high frequencies that a network's first layers
+    respond to most; starting smooth lets the optimisation build structure
+    instead of first removing speckle.
+
+    Parameters
+    ----------
+    height, width : int
+    seed : int, default=0
+    amplitude : float, default=0.1
+    grain : int, default=8
+        Pixels per noise sample.
+
+    Returns
+    -------
+    Tensor (1, 3, height, width), values in [0, 1]
+
+    Examples
+    --------
+    >>> x = smooth_noise(32, 48)
+    >>> tuple(x.shape), 0.3 < x.mean().item() < 0.7
+    ((1, 3, 32, 48), True)
+    """
+    height, width = core.check_int(height, "height"), core.check_int(width, "width")
+    core.check_number(amplitude, "amplitude", high=0.5)
+    grain = core.check_int(grain, "grain")
+    coarse = torch.randn(1, 3, -(-height // grain) + 1, -(-width // grain) + 1,
+                         generator=torch.Generator().manual_seed(core.check_int(seed, "seed", minimum=0)))
+    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    return (0.5 + amplitude * smooth).clamp(0, 1).to(config.device())
+
+
+def minimize_in_box(
+    objective: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    start: torch.Tensor,
+    steps: int,
+    progress: bool = True,
+    desc: str = "L-BFGS-B",
+) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    r"""Minimise ``objective(x)["loss"]`` over images with every pixel in [0, 1], by L-BFGS-B.
+
+    .. math:: \min_{x \in [0, 1]^{3 \times H \times W}} \mathcal L(x)
+
+    L-BFGS builds a curvature model from its last gradients; L-BFGS-B
+    (scipy's) keeps the bounds itself, by projecting its steps. Clamping the
+    image after each step instead, as many style-transfer codes do, moves the
+    point behind the optimiser's back and spoils its curvature model.
+
+    Parameters
+    ----------
+    objective : callable
+        ``objective(x)`` for x (1, 3, H, W) returns a dict of scalar tensors with
+        a ``"loss"`` (to minimise) and any other terms to record.
+    start : Tensor (1, 3, H, W) in [0, 1]
+    steps : int
+        Iterations (each one or a few forward + backward passes).
+    progress : bool, default=True
+    desc : str, default="L-BFGS-B"
+
+    Returns
+    -------
+    image : Tensor (1, 3, H, W) in [0, 1]
+    history : dict of list of float
+        For k = 0 (the start) … the iterations done: each term of the
+        objective, ``"time"`` (wall seconds) and ``"evaluations"`` (forward +
+        backward passes so far).
+
+    References
+    ----------
+    Byrd, Lu, Nocedal, Zhu, "A limited memory algorithm for bound constrained optimization", 1995.
+
+    Examples
+    --------
+    >>> target = torch.rand(1, 3, 4, 4)
+    >>> x, history = minimize_in_box(lambda x: {"loss": ((x - target) ** 2).sum()},
+    ...                              torch.zeros(1, 3, 4, 4), steps=20, progress=False)
+    >>> torch.allclose(x, target, atol=1e-4), history["loss"][-1] < 1e-6
+    (True, True)
+    """
+    start = core.check_images(start, "start", single=True).to(config.device())
+    steps = core.check_int(steps, "steps")
+    shape, history, last, tic = start.shape, {"time": []}, {"evaluations": 0}, time.perf_counter()
+
+    def record() -> None:
+        for key, value in last.items():
+            history.setdefault(key, []).append(value)
+        history["time"].append(time.perf_counter() - tic)
+
+    def loss_and_gradient(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        x = torch.from_numpy(flat.reshape(shape)).float().to(start.device).requires_grad_(True)
+        terms = objective(x)
+        terms["loss"].backward()
+        last.update({key: float(value.detach()) for key, value in terms.items()})
+        last["evaluations"] += 1
+        if not history["time"]:
+            record()  # k = 0: the start
+        return last["loss"], x.grad.double().cpu().numpy().ravel()
+
+    with core.progress_bar(total=steps, desc=desc, progress=progress) as bar:
+        # The last evaluation of each iteration is at the point it accepts, so `last` holds its terms.
+        result = scipy.optimize.minimize(
+            loss_and_gradient, start.double().cpu().numpy().ravel(), jac=True, method="L-BFGS-B",
+            bounds=scipy.optimize.Bounds(0.0, 1.0), callback=lambda _: (record(), bar.update()),
+            options={"maxiter": steps, "maxfun": 3 * steps + 10, "ftol": 0.0, "gtol": 0.0, "maxcor": 10})
+    return torch.from_numpy(result.x.reshape(shape)).float().to(start.device), history
+
+
+# --------------------------------------------------------------------------- texture synthesis and style transfer
+
+
+@dataclass
+class StyleRun:
+    """The result of :func:`synthesize_texture` or :func:`style_transfer`.
+
+    Attributes
+    ----------
+    image : Tensor (1, 3, H, W) in [0, 1]
+        The final image.
+    history : dict of list of float
+        Per iteration of every stage (coarse to fine): the objective's terms
+        (``"loss"``, and ``"content"``, ``"style"``, ``"tv"`` for style
+        transfer, each already weighted), ``"size"`` (the stage's shorter
+        side), ``"time"`` (wall seconds since the start, set-up included) and
+        ``"evaluations"`` (forward + backward passes so far).
+    stages : list of Tensor (1, 3, h, w)
+        The result of each stage, coarse to fine (the last is ``image``).
+    """
+
+    image: torch.Tensor
+    history: dict[str, list[float]]
+    stages: list[torch.Tensor]
+
+
+def style_loss(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+               weights: dict[str, float] | None = None) -> torch.Tensor:
+    r"""Style loss: a weighted sum of the style layers' losses, by default their mean.
+
+    .. math:: \mathcal L_{style}(\hat x) = \sum_{l \in L} w_l\, E_l(\hat G^l, A^l), \qquad w_l = \frac{1}{|L|}
+
+    with :math:`E_l` of :func:`style_layer_loss`.
+
+    Parameters
+    ----------
+    grams : dict of str to Tensor (B, C, C)
+        The generated image's Gram matrices, e.g. from :meth:`StyleNet.grams`.
+    targets : dict of str to Tensor (C, C)
+        The style's, for the same layers.
+    weights : dict of str to float, optional
+        :math:`w_l` per target layer; default :math:`1/|L|`.
+
+    Returns
+    -------
+    Tensor ()
+
+    Examples
+    --------
+    >>> grams = {"a": torch.eye(2)[None], "b": torch.eye(3)[None]}
+    >>> style_loss(grams, {"a": 2 * torch.eye(2), "b": torch.eye(3)}).item()
+    0.125
+    """
+    if not targets or set(targets) - set(grams):
+        raise ValueError(f"grams must hold every target layer {sorted(targets)}, got {sorted(grams)}.")
+    weights = weights or {layer: 1 / len(targets) for layer in targets}
+    return sum(weights[layer] * style_layer_loss(grams[layer], A) for layer, A in targets.items())
+
+
+def _layer_weights(net: StyleNet, layer_weights: Sequence[float] | None) -> dict[str, float] | None:
+    """{layer: w_l} for the style layers, then the pixels' two if the recipe has them; None = the mean."""
+    if layer_weights is None:
+        return None
+    layers = [*net.style_layers, *(["pixels", "pixel covariance"] if net.pixel_gram else [])]
+    if isinstance(layer_weights, (str, bytes)) or len(layer_weights) != len(layers):
+        raise ValueError(f"layer_weights must give one weight per style layer {layers} (the pixels last), got "
+                         f"{layer_weights!r}.")
+    return {layer: core.check_number(w, "layer weight") for layer, w in zip(layers, layer_weights, strict=True)}
+
+
+def _check_rgb(image: object, name: str) -> torch.Tensor:
+    return core.check_images(image, name, single=True, channels=3).to(config.device())
+
+
+def _check_style_size(net: StyleNet, image: torch.Tensor, name: str) -> None:
+    """Refuse a style image smaller than the receptive field of the deepest style layer."""
+    smallest, needed = min(image.shape[-2:]), net.min_style_size()
+    if smallest < needed:
+        raise ValueError(
+            f"The {name} image is {image.shape[-2]}×{image.shape[-1]} px, smaller than the receptive field of the "
+            f"deepest style layer {net.labels.get(net.style_layers[-1], net.style_layers[-1])!r} ({needed} px "
+            f"of the image): its Gram matrix would mostly describe the padding. Use a larger {name} image "
+            f"(e.g. assets.load_image(name, size={needed})) or a larger style_scale.")
+
+
+def _stages(size: int, steps: int | Sequence[int]) -> list[tuple[int, int]]:
+    """Coarse to fine: ``steps = (s_1, ..., s_n)`` runs s_i iterations at size / 2^(n-i)."""
+    plan = [steps] if isinstance(steps, (int, np.integer)) else list(steps)
+    if not plan:
+        raise ValueError("steps must be an int or a non-empty sequence of ints (iterations per stage, coarse to fine).")
+    plan = [core.check_int(n, "steps") for n in plan]
+    return [(max(8, round(size / 2 ** (len(plan) - 1 - i))), n) for i, n in enumerate(plan)]
+
+
+def _gram_targets(net: StyleNet, styles: Sequence[torch.Tensor], weights: Sequence[float],
+                  scale: float) -> dict[str, torch.Tensor]:
+    """A^l = Σ_k w_k G^l(style_k), each style resized by ``scale``: computed once per stage."""
+    targets: dict[str, torch.Tensor] = {}
+    for image, weight in zip(styles, weights, strict=True):
+        if scale != 1:
+            image = assets.resize(image, max(8, round(min(image.shape[-2:]) * scale)))
+        with torch.no_grad():
+            grams, _ = net.grams(image)
+        for layer, gram in grams.items():
+            targets[layer] = targets.get(layer, 0) + weight * gram[0]
+    return targets
+
+
+def _extend(history: dict[str, list[float]], stage: dict[str, list[float]], size: int, offset: float) -> None:
+    """Append one stage's history: times and evaluations continue from the previous stage's."""
+    done = history["evaluations"][-1] if history.get("evaluations") else 0
+    for key, values in stage.items():
+        shift = offset if key == "time" else done if key == "evaluations" else 0
+        history.setdefault(key, []).extend(v + shift for v in values)
+    history.setdefault("size", []).extend([size] * len(stage["time"]))
+
+
+def _coarse_to_fine(size: int, steps: int | Sequence[int], desc: str, progress: bool,
+                    setup: Callable[[int, torch.Tensor | None], tuple[Callable, torch.Tensor]]) -> StyleRun:
+    """Run ``minimize_in_box`` stage by stage; ``setup(stage_size, previous image)`` gives (objective, start)."""
+    image, history, stages, tic = None, {}, [], time.perf_counter()
+    for stage_size, stage_steps in _stages(size, steps):
+        objective, start = setup(stage_size, image)
+        offset = time.perf_counter() - tic  # the stage's set-up (targets) counts
+        image, stage = minimize_in_box(objective, start, stage_steps, progress, f"{desc} {stage_size} px")
+        _extend(history, stage, stage_size, offset)
+        stages.append(image)
+    return StyleRun(image, history, stages)
+
+
+def _default_net(net: StyleNet | None) -> StyleNet:
+    if net is None:
+        return style_net()
+    if not isinstance(net, StyleNet):
+        raise TypeError(f"net must be a StyleNet (from style.style_net(model)), got {type(net).__name__}.")
+    return net
+
+
+def synthesize_texture(
+    texture: torch.Tensor,
+    net: StyleNet | None = None,
+    size: int = 128,
+    steps: int | Sequence[int] = (60, 20),
+    seed: int = 0,
+    progress: bool = True,
+) -> StyleRun:
+    r"""Texture synthesis: from smooth noise, match the texture's Gram matrices.
+
+    .. math:: \hat x^\star = \arg\min_{\hat x \in [0,1]^{3\times H\times W}}
+              \frac{1}{|L|}\sum_{l \in L} \frac{\lVert \hat G^l - A^l \rVert^2}{\lVert A^l \rVert^2}
+
+    where :math:`A^l` are the texture's Gram matrices (computed once per
+    stage) and :math:`\hat G^l` those of the image. Coarse to fine: with
+    ``steps = (s_1, …, s_n)`` the image is first optimised at ``size / 2^(n-1)``
+    pixels (the texture shrunk alike), then enlarged and refined, up to ``size``.
+
+    Parameters
+    ----------
+    texture : Tensor (3, H, W) or (1, 3, H, W) in [0, 1]
+        RGB, at least :meth:`StyleNet.min_style_size` pixels on its shorter side.
+    net : StyleNet, optional
+        Default :func:`style_net` (EfficientNet-Lite0).
+    size : int, default=128
+        Side of the square output.
+    steps : int or sequence of int, default=(60, 20)
+        L-BFGS-B iterations per stage, coarse to fine.
+    seed : int, default=0
+        Seed of the starting noise.
+    progress : bool, default=True
+
+    Returns
+    -------
+    StyleRun
+        ``image`` (1, 3, size, size), ``history`` (``"loss"`` per iteration), ``stages``.
+
+    References
+    ----------
+    Gatys, Ecker, Bethge, "Texture synthesis using convolutional neural networks", NeurIPS 2015.
+
+    Examples
+    --------
+    >>> run = synthesize_texture(assets.load_image("gravel", size=176), size=32, steps=2, progress=False)
+    >>> tuple(run.image.shape), run.history["loss"][-1] < run.history["loss"][0]
+    ((1, 3, 32, 32), True)
+    """
+    net = _default_net(net)
+    texture = _check_rgb(texture, "texture")
+    _check_style_size(net, texture, "texture")
+    size = core.check_int(size, "size", minimum=8)
+
+    def setup(stage_size: int, previous: torch.Tensor | None) -> tuple[Callable, torch.Tensor]:
+        targets = _gram_targets(net, [texture], [1.0], stage_size / size)
+        start = (smooth_noise(stage_size, stage_size, seed) if previous is None
+                 else assets.resize(previous, (stage_size, stage_size)))
+        return (lambda x: {"loss": style_loss(net.grams(x)[0], targets)}), start
+
+    return _coarse_to_fine(size, steps, "texture", progress, setup)
+
+
+def reconstruct_content(
+    image: torch.Tensor,
+    net: StyleNet | None = None,
+    layer: str | None = None,
+    size: int | None = None,
+    steps: int | Sequence[int] = (40, 20),
+    seed: int = 0,
+    progress: bool = True,
+) -> StyleRun:
+    r"""Feature inversion: from smooth noise, match one layer's features of an image.
+
+    .. math:: \hat x^\star = \arg\min_{\hat x \in [0,1]^{3\times H\times W}}
+              \frac{\lVert F^l(\hat x) - F^l(p) \rVert^2}{\lVert F^l(p) \rVert^2}
+
+    What the image keeps shows what layer l knows of the photo p: shallow
+    layers pin down the pixels, deep ones the arrangement of parts.
+
+    Parameters
+    ----------
+    image : Tensor (3, H, W) or (1, 3, H, W) in [0, 1]
+    net : StyleNet, optional
+        Default :func:`style_net`; read at its ``upsample``.
+    layer : str, optional
+        Module name (or recipe label); default ``net.content_layer``.
+    size : int, optional
+        Shorter side of the output (default: the image's).
+    steps : int or sequence of int, default=(40, 20)
+        L-BFGS-B iterations per stage, coarse to fine.
+    seed : int, default=0
+    progress : bool, default=True
+
+    Returns
+    -------
+    StyleRun
+        ``history["loss"]`` is the content loss.
+
+    References
+    ----------
+    Mahendran, Vedaldi, "Understanding deep image representations by inverting them", CVPR 2015.
+
+    Examples
+    --------
+    >>> run = reconstruct_content(assets.load_image("tubingen", size=32), layer="net.blocks.1", steps=3,
+    ...                           progress=False)
+    >>> run.history["loss"][-1] < run.history["loss"][0]
+    True
+    """
+    net = _default_net(net)
+    image = _check_rgb(image, "image")
+    layer = net.content_layer if layer is None else _module_name(net.labels, net.model, layer)
+    size = min(image.shape[-2:]) if size is None else core.check_int(size, "size", minimum=8)
+
+    def setup(stage_size: int, previous: torch.Tensor | None) -> tuple[Callable, torch.Tensor]:
+        photo = assets.resize(image, stage_size)
+        with torch.no_grad():
+            target = net.features(photo, [layer])[layer]
+        start = smooth_noise(*photo.shape[-2:], seed=seed) if previous is None else assets.resize(
+            previous, tuple(photo.shape[-2:]))
+        return (lambda x: {"loss": content_loss(net.features(x, [layer])[layer], target)}), start
+
+    return _coarse_to_fine(size, steps, "reconstruction", progress, setup)
+
+
+def _styles_and_weights(style: torch.Tensor | Sequence[torch.Tensor],
+                        blend_weights: Sequence[float] | None) -> tuple[list[torch.Tensor], list[float]]:
+    styles = [style] if isinstance(style, torch.Tensor) else list(style)
+    if not styles:
+        raise ValueError("style must be an image or a non-empty list of images.")
+    styles = [_check_rgb(image, f"style[{i}]" if len(styles) > 1 else "style") for i, image in enumerate(styles)]
+    weights = [1.0] * len(styles) if blend_weights is None else list(blend_weights)
+    if len(weights) != len(styles):
+        raise ValueError(f"Got {len(weights)} blend weights for {len(styles)} style images; give one per image.")
+    weights = [core.check_number(w, "blend weight") for w in weights]
+    if sum(weights) == 0:
+        raise ValueError("The blend weights are all zero; give at least one style a positive weight.")
+    return styles, [w / sum(weights) for w in weights]
+
+
+def _start_image(init: str | torch.Tensor, content: torch.Tensor, seed: int) -> torch.Tensor:
+    if isinstance(init, torch.Tensor):
+        return assets.resize(_check_rgb(init, "init"), tuple(content.shape[-2:]))
+    if init == "content":
+        return content.clone()
+    if init == "noise":
+        return smooth_noise(*content.shape[-2:], seed=seed)
+    raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}.")
+
+
+def style_transfer(
+    content: torch.Tensor,
+    style: torch.Tensor | Sequence[torch.Tensor],
+    net: StyleNet | None = None,
+    size: int | None = None,
+    steps: int | Sequence[int] = 30,
+    style_weight: float = 10.0,
+    content_weight: float = 1.0,
+    tv_weight: float = 0.0,
+    blend_weights: Sequence[float] | None = None,
+    layer_weights: Sequence[float] | None = None,
+    style_scale: float = 1.0,
+    init: str | torch.Tensor = "content",
+    seed: int = 0,
+    progress: bool = True,
+) -> StyleRun:
+    r"""Neural style transfer: the content of one image in the style of others.
+
+    .. math:: \mathcal L(\hat x) = \alpha\, L_{content}(F^{l_c}(\hat x), F^{l_c}(p))
+              + \beta\, \mathcal L_{style}(\hat x; A) + \gamma\, \frac{R_{V^2}(\hat x)}{HW},
+              \qquad A^l = \sum_k w_k\, G^l(a_k)
+
+    minimised over images in [0, 1] by L-BFGS-B, optionally coarse to fine. The content
+    p is matched at ``net.content_layer``; the Gram targets A blend the style
+    images :math:`a_k` with weights :math:`w_k` (normalised to sum 1); R is
+    :func:`utils.core.total_variation`. These are the controls of
+    jcjohnson/neural-style: ``blend_weights``, ``style_scale``, ``init``,
+    ``tv_weight`` and coarse-to-fine ``steps``; for its ``original_colors``
+    pass the result through :func:`preserve_colors`.
+
+    Parameters
+    ----------
+    content : Tensor (3, H, W) or (1, 3, H, W) in [0, 1]
+    style : Tensor (3, H, W), or a list of them
+        RGB; each at least :meth:`StyleNet.min_style_size` pixels on its
+        shorter side (after ``style_scale``).
+    net : StyleNet, optional
+        Default :func:`style_net` (EfficientNet-Lite0).
+    size : int, optional
+        Shorter side of the output (default: the content's).
+    steps : int or sequence of int, default=30
+        L-BFGS-B iterations; a sequence runs coarse to fine: stage i of n at
+        ``size / 2^(n-i)``, the style images shrunk by the same factor.
+    style_weight, content_weight, tv_weight : float, default=10, 1, 0
+        β, α, γ ≥ 0.
+    blend_weights : sequence of float, optional
+        One weight ≥ 0 per style image (default equal).
+    layer_weights : sequence of float, optional
+        :math:`w_l` ≥ 0 of :func:`style_loss`, one per style layer (and two
+        for the pixels last, if the recipe has them); default the mean.
+    style_scale : float, default=1.0
+        Resize the style images by this factor first: larger strokes for > 1.
+    init : {"content", "noise"} or Tensor, default="content"
+        Start from the content, from :func:`smooth_noise`, or from an image.
+    seed : int, default=0
+        Seed of the noise start.
+    progress : bool, default=True
+
+    Returns
+    -------
+    StyleRun
+        ``image`` (1, 3, h, w) with the content's aspect ratio; ``history``
+        with ``"loss"``, ``"content"``, ``"style"``, ``"tv"`` (weighted); ``stages``.
+
+    References
+    ----------
+    Gatys, Ecker, Bethge, "Image style transfer using convolutional neural networks", CVPR 2016;
+    J. Johnson, "neural-style", github.com/jcjohnson/neural-style, 2015.
+
+    Examples
+    --------
+    >>> run = style_transfer(assets.load_image("tubingen", size=32), assets.load_image("starry_night", size=176),
+    ...                      steps=2, progress=False)
+    >>> tuple(run.image.shape), run.history["content"][0]
+    ((1, 3, 32, 43), 0.0)
+    """
+    net = _default_net(net)
+    content = _check_rgb(content, "content")
+    styles, weights = _styles_and_weights(style, blend_weights)
+    for name, value in (("style_weight", style_weight), ("content_weight", content_weight),
+                        ("tv_weight", tv_weight)):
+        core.check_number(value, name)
+    style_scale = core.check_number(style_scale, "style_scale", low_open=True)
+    per_layer = _layer_weights(net, layer_weights)
+    styles = [assets.resize(s, max(8, round(min(s.shape[-2:]) * style_scale))) if style_scale != 1 else s
+              for s in styles]
+    for i, image in enumerate(styles):
+        _check_style_size(net, image, "style" if len(styles) == 1 else f"style[{i}]")
+    size = min(content.shape[-2:]) if size is None else core.check_int(size, "size", minimum=8)
+
+    def setup(stage_size: int, previous: torch.Tensor | None) -> tuple[Callable, torch.Tensor]:
+        photo = assets.resize(content, stage_size)
+        targets = _gram_targets(net, styles, weights, stage_size / size)
+        with torch.no_grad():
+            _, target_features = net.grams(photo, content=True)
+        start = (_start_image(init, photo, seed) if previous is None
+                 else assets.resize(previous, tuple(photo.shape[-2:])))
+        weighted = (content_weight, style_weight, tv_weight)
+        return functools.partial(_transfer_terms, net, targets, target_features, weighted, per_layer), start
+
+    return _coarse_to_fine(size, steps, "style transfer", progress, setup)
+
+
+def _transfer_terms(net: StyleNet, targets: dict[str, torch.Tensor], target_features: torch.Tensor,
+                    weights: tuple[float, float, float], layer_weights: dict[str, float] | None,
+                    x: torch.Tensor) -> dict[str, torch.Tensor]:
+    alpha, beta, gamma = weights
+    grams, features = net.grams(x, content=True)
+    terms = {"content": alpha * content_loss(features, target_features),
+             "style": beta * style_loss(grams, targets, layer_weights),
+             "tv": gamma * core.total_variation(x) / x[0, 0].numel()}
+    terms["loss"] = terms["content"] + terms["style"] + terms["tv"]
+    return terms
+
+
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def preserve_colors(image: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    r"""Keep the content's colours: the image's luminance with the content's chrominance.
+
+    .. math:: (Y, I, Q)^\top = M\,(R, G, B)^\top, \qquad
+              \text{out} = M^{-1} (Y_{image}, I_{content}, Q_{content})^\top
+
+    (the YIQ transform M of NTSC). Style transfer then changes only
+    brightness patterns — strokes and shading — and leaves hues alone: the
+    "luminance-only transfer" of Gatys et al. 2017, done after the
+    optimisation as jcjohnson/neural-style's ``-original_colors 1`` does.
+
+    Parameters
+    ----------
+    image : Tensor (1, 3, H, W) or (3, H, W) in [0, 1]
+        A stylised image.
+    content : Tensor (3, h, w) or (1, 3, h, w) in [0, 1]
+        Resized to the image's size.
+
+    Returns
+    -------
+    Tensor, the shape of ``image``, in [0, 1]
+
+    References
+    ----------
+    Gatys, Ecker, Bethge, Hertzmann, Shechtman, "Controlling perceptual factors in neural style transfer", CVPR 2017.
+
+    Examples
+    --------
+    >>> grey, red = torch.full((3, 4, 4), 0.5), torch.tensor([0.8, 0.2, 0.2]).view(3, 1, 1).expand(3, 4, 4)
+    >>> preserve_colors(grey, red)[:, 0, 0]
+    tensor([0.9206, 0.3206, 0.3206])
+    """
+    batch = _check_rgb(image, "image")
+    content = assets.resize(_check_rgb(content, "content"), tuple(batch.shape[-2:]))
+    to_yiq = _YIQ.to(batch.device)
+    yiq_image = torch.einsum("ij,bjhw->bihw", to_yiq, batch)
+    yiq_content = torch.einsum("ij,bjhw->bihw", to_yiq, content)
+    mixed = torch.cat([yiq_image[:, :1], yiq_content[:, 1:]], dim=1)
+    out = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), mixed).clamp(0, 1)
+    return out if image.ndim == 4 else out[0]
+
+
+# --------------------------------------------------------------------------- statistics the network does not see
+
+
+def color_histogram_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    r"""Earth mover's distance between two images' colour histograms, averaged over R, G and B.
+
+    .. math:: d(a, b) = \frac13 \sum_{c \in \{R, G, B\}} \int_0^1 \bigl\lvert H_{a,c}(t) - H_{b,c}(t) \bigr\rvert \,dt
+
+    where :math:`H_{x,c}(t)` is the fraction of pixels of image x whose
+    channel c is at most t (the cumulative histogram). It is the average
+    amount by which pixel values must move to turn one histogram into the
+    other (Rubner et al.'s earth mover's distance, in one dimension per
+    channel): 0 for the same colours in any arrangement, 1 between black and
+    white.
+
+    Parameters
+    ----------
+    a, b : Tensor (3, H, W) or (1, 3, H, W) in [0, 1]
+        Sizes may differ.
 
     Returns
     -------
     float
-        β to pass as ``style_weight`` (with ``content_weight=1``).
+
+    References
+    ----------
+    Y. Rubner, C. Tomasi, L. J. Guibas, "The earth mover's distance as a metric for image retrieval", IJCV 2000.
 
     Examples
     --------
-    >>> beta = calibrated_style_weight(assets.load_image("tubingen"),
-    ...                                assets.load_image("starry_night"), size=64)  # doctest: +SKIP
+    >>> color_histogram_distance(torch.zeros(3, 4, 4), torch.ones(3, 2, 2))
+    1.0
+    >>> round(color_histogram_distance(torch.rand(3, 64, 64), torch.rand(3, 64, 64)), 1)
+    0.0
     """
-    if not isinstance(ratio, (int, float)) or ratio <= 0:
-        raise ValueError(f"ratio must be a positive number, got {ratio!r}.")
-    content = _resize(_as_batch(content, "content"), size)
-    style = _resize(_as_batch(style, "style"), size)
-    net = net or VGGFeatures([content_layer, *style_layers])
-    targets = _style_targets(net, style, style_layers)
-    noise = _noise(content, seed=0)
+    x, y = _check_rgb(a, "a")[0].flatten(1).double(), _check_rgb(b, "b")[0].flatten(1).double()
+    total = 0.0
+    for u, v in zip(x, y, strict=True):
+        points = torch.cat([u, v]).sort().values
+        at = points[:-1]
+        below_u = torch.searchsorted(u.sort().values, at, right=True) / len(u)
+        below_v = torch.searchsorted(v.sort().values, at, right=True) / len(v)
+        total += ((below_u - below_v).abs() * points.diff()).sum().item()
+    return total / 3
+
+
+def radial_power_spectrum(image: torch.Tensor, bins: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Radially averaged power spectrum of an image's luminance, in log10.
+
+    .. math:: P(f) = \operatorname{mean}_{\lVert \xi \rVert \in \text{bin}(f)}
+              \bigl\lvert \mathcal F[(y - \bar y)\, w](\xi) \bigr\rvert^2 / (HW)
+
+    over spatial frequencies ξ (cycles per pixel) in ``bins`` rings between
+    0 and 0.5, where y is the luminance and w a Hann window (which removes the
+    border's jump). Natural images and textures fall off like :math:`f^{-2}`;
+    noise is flat. Frequencies are per pixel, so images of different sizes
+    compare directly.
+
+    Parameters
+    ----------
+    image : Tensor (3, H, W) or (1, 3, H, W) in [0, 1]
+    bins : int, default=16
+
+    Returns
+    -------
+    frequencies : Tensor (bins,)
+        Ring centres, cycles per pixel.
+    log_power : Tensor (bins,)
+
+    Examples
+    --------
+    >>> f, p = radial_power_spectrum(torch.rand(3, 64, 64))
+    >>> tuple(f.shape), bool(p.std() < 0.3)  # white noise: flat
+    ((16,), True)
+    """
+    bins = core.check_int(bins, "bins", minimum=2)
+    x = _check_rgb(image, "image")[0].double().cpu()
+    y = torch.einsum("c,chw->hw", _YIQ[0].double(), x)
+    height, width = y.shape
+    window = torch.outer(torch.hann_window(height, periodic=False, dtype=torch.float64),
+                         torch.hann_window(width, periodic=False, dtype=torch.float64))
+    power = torch.fft.fft2((y - y.mean()) * window).abs() ** 2 / (height * width)
+    radius = torch.sqrt(torch.fft.fftfreq(height, dtype=torch.float64)[:, None] ** 2
+                        + torch.fft.fftfreq(width, dtype=torch.float64)[None, :] ** 2)
+    edges = torch.linspace(0, 0.5, bins + 1, dtype=torch.float64)
+    ring = torch.bucketize(radius, edges[1:-1], right=True)  # 0 .. bins-1
+    keep = (radius > 0) & (radius <= 0.5)
+    total = torch.zeros(bins, dtype=torch.float64).index_add_(0, ring[keep], power[keep])
+    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, ring[keep], torch.ones_like(power[keep]))
+    return (edges[1:] + edges[:-1]) / 2, torch.log10(total / count.clamp_min(1) + 1e-12)
+
+
+def spectrum_distance(a: torch.Tensor, b: torch.Tensor, bins: int = 16) -> float:
+    r"""Mean absolute difference of two images' log power spectra (:func:`radial_power_spectrum`).
+
+    .. math:: d(a, b) = \frac{1}{K} \sum_{k=1}^{K} \lvert \log_{10} P_a(f_k) - \log_{10} P_b(f_k) \rvert
+
+    1 means the power differs tenfold on average, ring by ring.
+
+    Examples
+    --------
+    >>> x = torch.rand(3, 32, 32)
+    >>> spectrum_distance(x, x)
+    0.0
+    """
+    return (radial_power_spectrum(a, bins)[1] - radial_power_spectrum(b, bins)[1]).abs().mean().item()
+
+
+def gram_distance(net: StyleNet, a: torch.Tensor, b: torch.Tensor) -> float:
+    r"""Texture distance as another network sees it: the style loss of a against b's Gram matrices.
+
+    .. math:: d(a, b) = \frac{1}{|L|} \sum_{l \in L}
+              \frac{\lVert G^l(a) - G^l(b) \rVert^2}{\lVert G^l(b) \rVert^2}
+
+    on the style layers of ``net``. Measured on a trained network that the
+    synthesis did not use (e.g. EfficientNet-Lite2), it judges structure that
+    colour histograms and power spectra miss.
+
+    Examples
+    --------
+    >>> x = torch.rand(3, 64, 64)
+    >>> gram_distance(style_net(), x, x)
+    0.0
+    """
     with torch.no_grad():
-        feats, noise_feats = net(content), net(noise)
-        content_scale = content_loss(noise_feats[content_layer], feats[content_layer])
-        style_scale = _style_loss(feats, targets, _layer_weights(style_layers, None))
-    return float(ratio * content_scale / style_scale)
+        grams, _ = _default_net(net).grams(_check_rgb(a, "a"))
+        targets, _ = net.grams(_check_rgb(b, "b"))
+    return style_loss(grams, {layer: gram[0] for layer, gram in targets.items()}).item()
+
+
+# --------------------------------------------------------------------------- texture or shape?
+
+
+def coarse_decision(model: nn.Module, image: torch.Tensor,
+                    categories: dict[str, Sequence[str]] = COARSE_CATEGORIES) -> tuple[str, dict[str, float]]:
+    r"""The classifier's decision among coarse categories, as Geirhos et al. read ImageNet networks.
+
+    .. math:: \hat c = \arg\max_{c} \frac{1}{|S_c|} \sum_{k \in S_c} p_k(x)
+
+    where :math:`S_c` holds the ImageNet classes of category c and p the softmax.
+
+    Parameters
+    ----------
+    model : nn.Module
+        An ImageNet classifier taking [0, 1] pixels.
+    image : Tensor (3, H, W) or (1, 3, H, W) in [0, 1]
+    categories : dict of str to sequence of str, default=COARSE_CATEGORIES
+        ImageNet class names per category.
+
+    Returns
+    -------
+    decision : str
+    scores : dict of str to float
+        The mean probability of each category.
+
+    References
+    ----------
+    Geirhos et al., "ImageNet-trained CNNs are biased towards texture", ICLR 2019.
+
+    Examples
+    --------
+    >>> coarse_decision(models.pretrained(), assets.load_image("chelsea", size=224))[0]
+    'cat'
+    """
+    probabilities = dict(models.classify(model, _check_rgb(image, "image"), k=1000)[0])
+    unknown = [label for labels in categories.values() for label in labels if label not in probabilities]
+    if unknown:
+        raise ValueError(f"Unknown ImageNet class names {unknown}; see models.imagenet_labels().")
+    scores = {c: float(np.mean([probabilities[label] for label in labels])) for c, labels in categories.items()}
+    return max(scores, key=scores.get), scores
+
+
+def texture_patch(model: nn.Module, photo: torch.Tensor, category: str, grid: int = 3, size: int = 224) -> torch.Tensor:
+    """The close-up of ``photo`` that looks most like ``category`` to the classifier: a texture image.
+
+    The photo is cut into ``grid`` × ``grid`` overlapping crops of 1/``grid``
+    of its sides (on a regular grid of positions); the crop with the highest
+    :func:`coarse_decision` score for ``category`` is enlarged to ``size``
+    pixels on its shorter side. Geirhos et al. likewise kept only texture
+    images that the networks classified correctly.
+
+    Returns
+    -------
+    Tensor (3, size, w) in [0, 1]
+
+    Examples
+    --------
+    >>> texture_patch(models.pretrained(), assets.load_image("chelsea"), "cat").shape
+    torch.Size([3, 224, 336])
+    """
+    photo = _check_rgb(photo, "photo")[0]
+    if category not in COARSE_CATEGORIES:
+        raise ValueError(f"Unknown category {category!r}; expected one of {list(COARSE_CATEGORIES)}.")
+    grid = core.check_int(grid, "grid", minimum=2)
+    height, width = photo.shape[-2:]
+    h, w = height // grid, width // grid
+    crops = [photo[:, (height - h) * i // (grid - 1):][:, :h, (width - w) * j // (grid - 1):][:, :, :w]
+             for i in range(grid) for j in range(grid)]
+    best = max(crops, key=lambda c: coarse_decision(model, assets.resize(c, size))[1][category])
+    return assets.resize(best, size)
+
+
+#: The photo that gives each category's shape (and, cropped, its texture) in the cue-conflict experiment.
+SHAPE_PHOTOS: dict[str, str] = {"cat": "chelsea", "cup": "coffee", "rocket": "rocket", "building": "china",
+                                "uniform": "grace_hopper", "flower": "flower"}
+
+
+def cue_conflicts(model: nn.Module, net: StyleNet, categories: Sequence[str], size: int = 112,
+                  steps: int | Sequence[int] = (30, 15), style_weight: float = 10.0,
+                  progress: bool = True) -> list[dict]:
+    """Cue-conflict images by style transfer, each classified: every ordered pair of ``categories``.
+
+    The shape comes from the category's photo (:data:`SHAPE_PHOTOS`), the
+    texture from another category's :func:`texture_patch`; the stylised image
+    is enlarged to 2 × ``size`` and classified by :func:`coarse_decision`.
+
+    Returns
+    -------
+    list of dict
+        One per image: ``"shape"``, ``"texture"``, ``"decision"`` (categories),
+        ``"image"`` (3, h, w) and ``"texture_image"``.
+    """
+    unknown = [c for c in categories if c not in SHAPE_PHOTOS]
+    if unknown or len(set(categories)) < 2:
+        raise ValueError(f"categories must be two or more distinct names from {list(SHAPE_PHOTOS)}, got "
+                         f"{list(categories)!r}.")
+    photos = {c: assets.load_image(SHAPE_PHOTOS[c]) for c in categories}
+    textures = {c: texture_patch(model, photos[c], c) for c in categories}
+    records = []
+    for shape in categories:
+        for texture in (c for c in categories if c != shape):
+            run = style_transfer(photos[shape], textures[texture], net, size=size, steps=steps,
+                                 style_weight=style_weight, progress=progress)
+            decision, _ = coarse_decision(model, assets.resize(run.image, 2 * size))
+            records.append({"shape": shape, "texture": texture, "decision": decision, "image": run.image[0],
+                            "texture_image": textures[texture]})
+    return records
+
+
+def shape_bias(decisions: Sequence[tuple[str, str, str]]) -> dict[str, float]:
+    r"""Shape bias of cue-conflict decisions: the fraction that follow the shape.
+
+    .. math:: \text{shape bias} = \frac{n_{shape}}{n_{shape} + n_{texture}}
+
+    Decisions for neither category do not count (Geirhos et al.).
+
+    Parameters
+    ----------
+    decisions : sequence of (shape category, texture category, decision)
+
+    Returns
+    -------
+    dict
+        ``{"images", "shape", "texture", "other", "shape_bias"}`` (NaN when
+        no decision followed either cue).
+
+    Examples
+    --------
+    >>> shape_bias([("cat", "cup", "cup"), ("cup", "cat", "cup"), ("cat", "rocket", "building")])
+    {'images': 3, 'shape': 1, 'texture': 1, 'other': 1, 'shape_bias': 0.5}
+    """
+    counts = {"images": 0, "shape": 0, "texture": 0, "other": 0}
+    for shape, texture, decision in decisions:
+        if shape == texture:
+            raise ValueError(f"A cue-conflict image needs two categories, got {shape!r} twice.")
+        counts["images"] += 1
+        counts["shape" if decision == shape else "texture" if decision == texture else "other"] += 1
+    cued = counts["shape"] + counts["texture"]
+    return {**counts, "shape_bias": counts["shape"] / cued if cued else math.nan}
 
 
 # ------------------------------------------------------------------------- Try it
 
 
-def style_widget(content: str = "tubingen", style: str = "starry_night", ratio: float = 1.0,
-                 layers: str = "all five blocks", size: int | None = None,
-                 steps: int | None = None) -> ipywidgets.VBox:
-    """Try it: style transfer with a chosen content, style, style/content ratio and style layers.
+def style_widget(content: str = "tubingen", style: str = "starry_night", style_weight: float = 10.0,
+                 colors: str = "style's", size: int | None = None,
+                 steps: int | Sequence[int] | None = None) -> ipywidgets.VBox:
+    """Try it: style transfer with a chosen photo, painting, style weight and colours.
 
-    Each press of "Run" optimises ``steps`` L-BFGS steps at ``size`` pixels (defaults from
-    ``config.pick``) from the content image, with the style weight calibrated so that
-    ``ratio`` = 1 balances the two terms (:func:`utils.calibrated_style_weight`).
+    Each press of *Run* optimises from the content image at
+    ``size`` pixels with ``steps`` iterations (defaults from :func:`utils.config.pick`),
+    on the course's network.
     """
     size = size or config.pick(full=128, fast=48)
-    steps = steps or config.pick(full=25, fast=5)
-    layer_sets = {"block 1 only": ("relu1_1",), "blocks 1-2": ("relu1_1", "relu2_1"),
-                  "blocks 1-3": ("relu1_1", "relu2_1", "relu3_1"), "all five blocks": STYLE_LAYERS}
-    if layers not in layer_sets:
-        raise ValueError(f"layers must be one of {list(layer_sets)}, got {layers!r}.")
+    steps = steps or config.pick(full=30, fast=3)
+    net = style_net()
 
-    def draw(content: str, style: str, ratio: float, layers: str) -> Figure:
-        c, s = assets.load_image(content, size=size), assets.load_image(style, size=size)
-        beta = calibrated_style_weight(c, s, ratio, style_layers=layer_sets[layers])
-        image, _ = style_transfer(c, s, style_layers=layer_sets[layers], style_weight=beta,
-                                               steps=steps)
-        titles = [f"content: {content}", f"style: {style}", f"ratio {ratio:g}, {layers}, {steps} steps"]
-        return plotting.show_images([c, s, image[0]], titles, size=3.2)
+    def draw(content: str, style: str, style_weight: float, colors: str) -> Figure:
+        photo = assets.load_image(content, size=size)
+        painting = assets.load_image(style, size=max(256, net.min_style_size()))
+        run = style_transfer(photo, painting, net, steps=steps, style_weight=style_weight)
+        image = preserve_colors(run.image, photo) if colors == "photo's" else run.image
+        titles = [f"content: {content}", f"style: {style}", f"style weight {style_weight:g}, {colors} colours"]
+        return plotting.show_images([photo, painting, image[0]], titles, size=3.2)
 
     return widgets.try_it(
         draw,
         run_button=True,
-        content=ipywidgets.Dropdown(options=["tubingen", "chelsea", "astronaut", "coffee"], value=content,
-                                 description="content"),
-        style=ipywidgets.Dropdown(options=["starry_night", "shipwreck", "the_scream", "woman_with_hat"],
-                               value=style, description="style"),
-        ratio=ipywidgets.FloatLogSlider(value=ratio, base=10, min=-2, max=2, step=0.5, description="style/content"),
-        layers=ipywidgets.Dropdown(options=list(layer_sets), value=layers, description="style layers"),
+        content=ipywidgets.Dropdown(options=list(assets.PHOTOS), value=content, description="content"),
+        style=ipywidgets.Dropdown(options=list(assets.PAINTINGS), value=style, description="style"),
+        style_weight=ipywidgets.FloatLogSlider(value=style_weight, base=10, min=-1, max=3, step=0.5,
+                                               description="style weight"),
+        colors=ipywidgets.Dropdown(options=["style's", "photo's"], value=colors, description="colours"),
     )

@@ -178,7 +178,7 @@ def imported_modules(tests: Path) -> list[str]:
     Examples
     --------
     >>> folder = Path(tempfile.mkdtemp())
-    >>> _ = (folder / "q1.py").write_text("def t():\n    import numpy as np\n    from utils import assets\n")
+    >>> _ = (folder / "q1.py").write_text("def t():\\n    import numpy as np\\n    from utils import assets\\n")
     >>> imported_modules(folder)
     ['numpy', 'utils', 'utils.assets']
     """

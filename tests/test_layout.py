@@ -17,7 +17,7 @@ SHARED = {
     "core": {"config"},
     "models": {"assets", "config", "core"},
 }
-TOOLS = {"labs", "report"}  # command-line tools for instructors and maintainers
+TOOLS = {"labs", "grading", "grading_sandbox", "grading_wire", "report"}  # instructors' and maintainers' tools
 
 
 def _package_imports(path: Path) -> set[str]:

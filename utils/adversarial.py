@@ -753,6 +753,16 @@ def photo_crops(
     return torch.stack(images), labels
 
 
+def _check_sources(networks: object, sources: Sequence[str] | None) -> list[str]:
+    if not isinstance(networks, Mapping) or not networks:
+        raise TypeError(f"networks must be a non-empty dict {{name: model}}, got {type(networks).__name__}.")
+    sources = list(networks) if sources is None else list(sources)
+    unknown = [s for s in sources if s not in networks]
+    if unknown:
+        raise ValueError(f"sources {unknown} are not among the networks {list(networks)}.")
+    return sources
+
+
 def transfer_matrix(
     networks: Mapping[str, nn.Module],
     x: torch.Tensor,
@@ -798,14 +808,7 @@ def transfer_matrix(
     >>> list(table.index), table.loc["clean"].tolist()
     (['crafted on a', 'crafted on b', 'clean'], [1.0, 1.0])
     """
-    if not isinstance(networks, Mapping) or not networks:
-        raise TypeError(f"networks must be a non-empty dict {{name: model}}, got {type(networks).__name__}.")
-    x = core.check_images(x).cpu()
-    attack = _resolve_attack(attack)
-    sources = list(networks) if sources is None else list(sources)
-    unknown = [s for s in sources if s not in networks]
-    if unknown:
-        raise ValueError(f"sources {unknown} are not among the networks {list(networks)}.")
+    x, attack, sources = core.check_images(x).cpu(), _resolve_attack(attack), _check_sources(networks, sources)
     reference = {name: (core.check_labels(y, len(x)) if y is not None else core.predict(net, x))
                  for name, net in networks.items()}
     rows = {}

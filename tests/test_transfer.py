@@ -416,3 +416,18 @@ def test_widget_runs_the_strategies(tiny_setup):
     assert "try-it" in panel._dom_classes
     with pytest.raises(ValueError, match="Unknown target"):
         transfer.transfer_widget(tiny_setup, target="cats")
+
+
+def test_bad_input_gets_a_sentence(tiny_setup):
+    with pytest.raises(ValueError, match="DataFrame of two_by_two_table"):
+        transfer.format_table(pd.DataFrame({"accuracy": [0.5]}))
+    with pytest.raises(ValueError, match="DataFrame of two_by_two_table"):
+        transfer.compare_with_lecture([0.5])
+    with pytest.raises(ValueError, match="n_per_class"):
+        transfer.probe_by_depth(tiny_setup, 1)
+    with pytest.raises(ValueError, match="Unknown strategy"):
+        transfer.transfer_widget(tiny_setup, strategy="fine-tune some")
+    with pytest.raises(TypeError, match="n_train"):
+        transfer.digit_task((1, 2), n_train=2.5)
+    with pytest.raises(TypeError, match="TransferSetup"):
+        transfer.run_strategy({"targets": {}}, "probe: top layer", "photos", 2)

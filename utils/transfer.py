@@ -433,6 +433,10 @@ def digit_task(digits: tuple[int, ...] = tuple(range(10)), n_train: int | None =
     digits = tuple(int(d) for d in digits)
     if len(digits) < 2 or len(set(digits)) != len(digits) or any(d not in range(10) for d in digits):
         raise ValueError(f"digits must be at least two distinct integers in 0..9, got {digits!r}.")
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None:
+            core.check_int(n, name)
+    core.check_int(size, "size", minimum=8)
     out = []
     for split, n in ((True, n_train), (False, n_test)):
         images, labels = assets.mnist(train=split).tensors
@@ -772,7 +776,9 @@ class TransferSetup:
     last_blocks : int
         ``k`` of "fine-tune the last k blocks".
     steps, batch_size : int
-        Optimiser steps and batch size of every training strategy.
+        Optimiser steps and batch size of every training strategy: the same
+        compute for every strategy and data size (shuffled passes over the
+        training examples, cut to ``steps`` batches).
     lr : dict of str to float
         Adam's learning rate per training strategy.
     cache : dict
@@ -845,7 +851,7 @@ def transfer_setup(source: nn.Module | None = None, imagenette: bool = True) -> 
     >>> setup.describe()  # doctest: +SKIP
     """
     source = source if source is not None else models.pretrained()
-    n_lot, n_test = config.pick(full=30, fast=10), config.pick(full=30, fast=10)
+    n_lot, n_test = config.pick(full=30, fast=10), config.pick(full=15, fast=8)
     pool = n_lot + n_lot // 2  # each seed draws its own subsample from the pool
     targets = {"photos": crop_task(assets.PHOTOS, pool, n_test, size=80, scale=320),
                "digits": digit_task(n_train=pool, n_test=n_test, size=48, rgb=True)}
@@ -860,7 +866,7 @@ def transfer_setup(source: nn.Module | None = None, imagenette: bool = True) -> 
     return TransferSetup(
         source=source, control=models.untrained(source.arch), targets=targets, similarity=similarity,
         sizes={"very little": 5, "quite a lot": n_lot}, seeds=tuple(range(config.pick(full=3, fast=1))),
-        probe_layers=stages, last_blocks=4, steps=config.pick(full=24, fast=3), batch_size=16,
+        probe_layers=stages, last_blocks=4, steps=config.pick(full=16, fast=3), batch_size=config.pick(full=16, fast=8),
         lr={"fine-tune last blocks": 1e-3, "fine-tune all": 1e-3, "from scratch": 1e-3})
 
 
@@ -934,9 +940,16 @@ LECTURE_ADVICE = {("very little", "very similar"): "probe: top layer",
 """The lecture's 2×2 table: (data size, similarity) -> the strategy it recommends."""
 
 
-def _epochs(n: int, steps: int, batch_size: int) -> int:
-    """Epochs that give about ``steps`` optimiser steps on ``n`` examples."""
-    return max(1, math.ceil(steps / math.ceil(n / batch_size)))
+def _budget(idx: torch.Tensor, steps: int, batch_size: int, seed: int) -> list[int]:
+    """Exactly ``steps`` batches of training examples: shuffled passes over ``idx``, cut to steps × batch_size.
+
+    Every training strategy gets the same compute whatever the data size: with
+    few examples they are seen many times, with many examples fewer times.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    passes = [idx[torch.randperm(len(idx), generator=generator)]
+              for _ in range(math.ceil(steps * batch_size / len(idx)))]
+    return torch.cat(passes)[:steps * batch_size].tolist()
 
 
 def _probe(setup: TransferSetup, target: str, idx: torch.Tensor, seed: int, network: str = "source",
@@ -945,9 +958,8 @@ def _probe(setup: TransferSetup, target: str, idx: torch.Tensor, seed: int, netw
     feats = probe_features(setup, target, network)
     ytr, yte = (data.tensors[1] for data in setup.targets[target])
     layers = layers or setup.probe_layers[-1:]
-    scores = {layer: cross_validated_probe(feats[layer][0][idx], ytr[idx], seed=seed) for layer in layers} \
-        if len(layers) > 1 else {layers[0]: 0.0}
-    best = max(scores, key=scores.get)
+    best = layers[0] if len(layers) == 1 else max(
+        layers, key=lambda layer: cross_validated_probe(feats[layer][0][idx], ytr[idx], seed=seed))
     return linear_probe(feats[best][0][idx], ytr[idx], feats[best][1], yte), best
 
 
@@ -957,9 +969,9 @@ def _train_after(setup: TransferSetup, target: str, idx: torch.Tensor, seed: int
     model = replace_head(copy.deepcopy(setup.source), len(test.tensors[1].unique()), seed)
     _, tail = split_at(model, layer, train.tensors[0][:2])
     fronts = _cut_features(setup, target, layer)
-    fine_tune(tail, TensorDataset(fronts[0][idx], train.tensors[1][idx]), trainable="all",
-              epochs=_epochs(len(idx), setup.steps, setup.batch_size), lr=setup.lr["fine-tune last blocks"],
-              batch_size=setup.batch_size, seed=seed, progress=False)
+    batches = _budget(idx, setup.steps, setup.batch_size, seed)
+    fine_tune(tail, TensorDataset(fronts[0][batches], train.tensors[1][batches]), trainable="all", epochs=1,
+              lr=setup.lr["fine-tune last blocks"], batch_size=setup.batch_size, seed=seed, progress=False)
     return core.accuracy(tail, TensorDataset(fronts[1], test.tensors[1])), f"trained after {layer}"
 
 
@@ -969,10 +981,9 @@ def _train_whole(setup: TransferSetup, target: str, idx: torch.Tensor, seed: int
     start = models.untrained(setup.source.arch, seed) if scratch else copy.deepcopy(setup.source)
     model = replace_head(start, len(test.tensors[1].unique()), seed)
     strategy = "from scratch" if scratch else "fine-tune all"
-    fine_tune(model, Subset(train, idx.tolist()), trainable="all",
-              epochs=_epochs(len(idx), setup.steps, setup.batch_size), lr=setup.lr[strategy],
-              batch_size=setup.batch_size, seed=seed, progress=False)
-    return core.accuracy(model, test), f"{sum(p.numel() for p in model.parameters()):,} weights trained"
+    fine_tune(model, Subset(train, _budget(idx, setup.steps, setup.batch_size, seed)), trainable="all", epochs=1,
+              lr=setup.lr[strategy], batch_size=setup.batch_size, seed=seed, progress=False)
+    return core.accuracy(model, test), f"{models.num_parameters(model):,} weights trained"
 
 
 def run_strategy(setup: TransferSetup, strategy: str, target: str, n_per_class: int,
@@ -1064,8 +1075,15 @@ def two_by_two_table(setup: TransferSetup, strategies: tuple[str, ...] = STRATEG
     return pd.DataFrame(rows)
 
 
+_RESULT_COLUMNS = ["data size", "similarity", "target", "strategy", "seed", "accuracy"]
+
+
 def _cell_statistics(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of each (data size, similarity, target, strategy)."""
+    if not isinstance(results, pd.DataFrame) or not set(_RESULT_COLUMNS) <= set(results.columns):
+        got = list(results.columns) if isinstance(results, pd.DataFrame) else type(results).__name__
+        raise ValueError(f"results must be the DataFrame of two_by_two_table, with columns {_RESULT_COLUMNS}; "
+                         f"got {got}.")
     keys = ["data size", "similarity", "target", "strategy"]
     stats = results.groupby(keys, sort=False)["accuracy"].agg(["mean", "std"]).fillna(0.0)
     return stats.reset_index()
@@ -1163,6 +1181,7 @@ def probe_by_depth(setup: TransferSetup, n_per_class: int, network: str = "sourc
 
     >>> depth = probe_by_depth(transfer_setup(), 30)  # doctest: +SKIP
     """
+    core.check_int(n_per_class, "n_per_class", minimum=2)
     rows = []
     for target in targets or tuple(setup.targets):
         train, _ = _check_target(setup, target)
@@ -1208,9 +1227,10 @@ def small_cnn_source(names: tuple[str, ...], n_per_class: int, steps: int = 150,
     def fit(model: models.MnistCNN) -> None:
         data, _ = crop_task(names, n_per_class, 1, size=28, scale=96, sides=(28, 28), gray=True,
                             standardise=True, seed=seed)
-        core.train(model, data, epochs=_epochs(len(data), steps, 64), batch_size=64, seed=seed, progress=False)
+        batches = _budget(torch.arange(len(data)), steps, 64, seed)
+        core.train(model, Subset(data, batches), batch_size=64, seed=seed, progress=False)
 
-    settings = {"names": list(names), "n_per_class": n_per_class, "steps": steps, "seed": seed, "version": 1}
+    settings = {"names": list(names), "n_per_class": n_per_class, "steps": steps, "seed": seed, "version": 2}
     return core.cached_model("crop_cnn", settings, build, fit)
 
 
@@ -1249,6 +1269,7 @@ def probe_small_sources(sources: dict[str, nn.Module], target: tuple[TensorDatas
     >>> probe_small_sources({"random": models.MnistCNN()}, target, 2, seeds=(0,)).shape
     (1, 3)
     """
+    core.check_int(n_per_class, "n_per_class", minimum=2)
     train, test = target
     rows = []
     for label, source in sources.items():
@@ -1353,11 +1374,11 @@ def plot_two_by_two(results: pd.DataFrame, chance: dict[str, float] | None = Non
         advice = LECTURE_ADVICE[(size, cell["similarity"].iloc[0])]
         y = np.arange(len(cell))[::-1]
         colours = ["tab:orange" if s == advice else "tab:blue" for s in cell["strategy"]]
-        ax.barh(y, cell["mean"], xerr=cell["std"], color=colours, alpha=0.8, capsize=3)
+        ax.barh(y, cell["mean"], color=colours, alpha=0.8)
         runs = results[(results["data size"] == size) & (results["target"] == target)]
         for yy, strategy in zip(y, cell["strategy"], strict=True):
-            ax.plot(runs.loc[runs["strategy"] == strategy, "accuracy"], [yy] * len(runs[runs["strategy"] == strategy]),
-                    "k.", ms=4)
+            seeds = runs.loc[runs["strategy"] == strategy, "accuracy"]
+            ax.plot(seeds, [yy] * len(seeds), "o", mfc="white", mec="black", ms=5)
         for yy, m in zip(y, cell["mean"], strict=True):
             ax.text(0.01, yy, f"{m:.0%}", va="center", fontsize=8, color="white", fontweight="bold")
         if chance:
@@ -1367,7 +1388,7 @@ def plot_two_by_two(results: pd.DataFrame, chance: dict[str, float] | None = Non
         ax.set_title(f"{size} data · {cell['similarity'].iloc[0]} ({target})", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     for ax in axes[-1]:
-        ax.set_xlabel("test accuracy (bar: mean over seeds, dots: each seed)")
+        ax.set_xlabel("test accuracy (bar: mean over seeds; circles: each seed)")
     fig.suptitle("The 2×2 table measured (orange: the lecture's advice for the cell; dotted: chance)", fontsize=11)
     fig.tight_layout()
     return fig
@@ -1484,6 +1505,8 @@ def transfer_widget(setup: TransferSetup, target: str = "photos", strategy: str 
     >>> transfer_widget(transfer_setup(), target="digits", strategy="probe: best earlier stage")  # doctest: +SKIP
     """
     _check_target(setup, target)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; expected one of {STRATEGIES}.")
     counts = sorted({2, setup.sizes["very little"], setup.sizes["quite a lot"] // 2, setup.sizes["quite a lot"]})
 
     def draw(target: str, strategy: str) -> Figure:
@@ -1493,7 +1516,7 @@ def transfer_widget(setup: TransferSetup, target: str = "photos", strategy: str 
         ax.axhline(1 / len(setup.targets[target][1].tensors[1].unique()), color="gray", ls=":", label="chance")
         for size, n in setup.sizes.items():
             ax.axvline(n, color="tab:orange", alpha=0.4)
-            ax.text(n, 0.04, f"{size} ", color="tab:orange", fontsize=8, rotation=90, ha="right", va="bottom")
+            ax.text(n, 1.0, f"{size} ", color="tab:orange", fontsize=8, rotation=90, ha="right", va="top")
         ax.set(xlabel="training examples per class", ylabel="test accuracy", ylim=(0, 1.02),
                title=f"{strategy} on {target} ({setup.similarity[target]})")
         ax.grid(alpha=0.3)

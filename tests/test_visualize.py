@@ -312,6 +312,12 @@ def test_guided_grad_cam_matches_captum(colour_net):
                                rtol=1e-5, atol=1e-7)
 
 
+def test_square_is_the_centred_square_resized():
+    image = torch.zeros(3, 20, 40)
+    image[:, :, 10:30] = 1.0  # the centred 20 x 20 square is white, the sides black
+    torch.testing.assert_close(visualize.square(image, 10), torch.ones(3, 10, 10))
+
+
 def test_mosaic_and_mass_share():
     images = [torch.full((3, 20, 30), v) for v in (0.1, 0.4, 0.7, 1.0)]
     grid, masks = visualize.mosaic(images, 8)
@@ -425,6 +431,11 @@ def test_class_visualization_of_several_targets_is_a_batch_of_single_runs(traine
                                    rtol=1e-4, atol=1e-5)
 
 
+def test_class_visualization_takes_a_zero_dimensional_tensor_target(mnist_net):
+    image = visualize.class_visualization(mnist_net, torch.tensor(4), steps=2, progress=False)
+    assert image.shape == (1, 28, 28)
+
+
 def test_crop_recognition_counts_crops_classified_as_the_target():
     always_two = nn.Sequential(nn.Conv2d(3, 1, 1), nn.Flatten(), nn.LazyLinear(4))
     always_two(torch.rand(1, 3, 8, 8))
@@ -528,6 +539,13 @@ def test_response_kurtosis_matches_scipy_on_loops():
                                torch.tensor(kurtosis(np.array(responses), axis=1), dtype=torch.float32))
 
 
+def test_response_kurtosis_of_a_zero_filter_is_nan():
+    filters = torch.zeros(2, 1, 2, 2)
+    filters[1, 0, 0] = torch.tensor([1.0, -1.0])
+    kurtosis = visualize.response_kurtosis(filters, _rand(1, 1, 6, 6))
+    assert kurtosis[0].isnan() and not kurtosis[1].isnan()
+
+
 def test_trained_first_layer_gives_sparse_responses_and_random_does_not(efficientnet, control):
     images = torch.stack([assets.resize(assets.load_image(n, 128)[:, :, :128], (128, 128)) for n in assets.PHOTOS])
     trained = visualize.response_kurtosis(efficientnet.net.conv_stem.weight.detach(), images)
@@ -558,6 +576,15 @@ def test_embed_2d_pca_matches_svd_and_sklearn():
     _, _, Vt = np.linalg.svd(X - X.mean(0))
     np.testing.assert_allclose(np.abs(ours), np.abs((X - X.mean(0)) @ Vt[:2].T), atol=1e-9)
     assert (ours[np.abs(ours).argmax(0), [0, 1]] > 0).all()
+
+
+def test_embed_2d_pca_with_more_dimensions_than_rows_matches_sklearn():
+    from sklearn.decomposition import PCA
+
+    X = np.random.default_rng(4).normal(size=(12, 300)) * np.linspace(3, 0.1, 300)
+    ours = visualize.embed_2d(X, "pca")
+    sk = PCA(n_components=2).fit_transform(X)
+    np.testing.assert_allclose(np.abs(ours), np.abs(sk), atol=1e-8)
 
 
 def test_embed_2d_tsne_keeps_clusters():

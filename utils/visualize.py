@@ -491,10 +491,13 @@ def response_kurtosis(filters: torch.Tensor, images: torch.Tensor) -> torch.Tens
     images = core.check_images(images, "images", channels=filters.shape[1] if filters.ndim == 4 else None)
     if filters.ndim != 4:
         raise ValueError(f"filters must have shape (N, C, k, k), got {tuple(filters.shape)}.")
-    responses = F.conv2d(images, filters).transpose(0, 1).flatten(1).double()  # (N, B*h*w)
-    centred = responses - responses.mean(1, keepdim=True)
-    variance = centred.pow(2).mean(1)
-    kurtosis = centred.pow(4).mean(1) / variance.pow(2) - 3
+    moments = []
+    for chunk in filters.split(8):  # a few filters at a time: the responses of all of them can be large
+        responses = F.conv2d(images, chunk).transpose(0, 1).flatten(1).double()  # (8, B*h*w)
+        centred = responses - responses.mean(1, keepdim=True)
+        moments.append(torch.stack([centred.pow(2).mean(1), centred.pow(4).mean(1)], dim=1))
+    variance, fourth = torch.cat(moments).T
+    kurtosis = fourth / variance.pow(2) - 3
     dead = variance <= 1e-12 * variance.max()  # a (numerically) zero filter: its response is constant
     return torch.where(dead, torch.nan, kurtosis).float()
 
@@ -659,6 +662,25 @@ def _class_model_size(model: nn.Module, size: int | None) -> int:
     return core.check_int(size if size is not None else default, "size", minimum=8)
 
 
+def _class_model_targets(model: nn.Module, target: Target) -> tuple[_Target, bool]:
+    """The resolved target (one image per entry) and whether a single image was asked for."""
+    index = target[1] if isinstance(target, tuple) and target and isinstance(target[0], str) else target
+    single = isinstance(index, (int, np.integer)) or (isinstance(index, torch.Tensor) and index.ndim == 0)
+    return _resolve(target, 1 if single or not hasattr(index, "__len__") else len(index)), single
+
+
+def _check_ascent_settings(steps, lr, l2, blur_every, blur_sigma, clip_norm, clip_contribution, jitter,
+                           noise) -> None:
+    core.check_int(steps, "steps")
+    core.check_int(blur_every, "blur_every", minimum=0)
+    core.check_int(jitter, "jitter", minimum=0)
+    for value, name in ((lr, "lr"), (blur_sigma, "blur_sigma")):
+        core.check_number(value, name, low_open=True)
+    core.check_number(l2, "l2")
+    core.check_number(noise, "noise")
+    clip_small(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), clip_norm, clip_contribution)  # checks them
+
+
 def class_visualization(
     model: nn.Module,
     target: Target,
@@ -734,18 +756,10 @@ def class_visualization(
     >>> class_visualization(models.MnistCNN(), target=3, steps=5, progress=False).shape
     torch.Size([1, 28, 28])
     """
-    core.check_model(model)
-    index = target[1] if isinstance(target, tuple) and target and isinstance(target[0], str) else target
-    single = isinstance(index, (int, np.integer)) or not hasattr(index, "__len__")
-    resolved = _resolve(target, 1 if single else len(index))
-    size, steps = _class_model_size(model, size), core.check_int(steps, "steps")
-    core.check_int(blur_every, "blur_every", minimum=0)
-    core.check_int(jitter, "jitter", minimum=0)
-    for value, name in ((lr, "lr"), (blur_sigma, "blur_sigma")):
-        core.check_number(value, name, low_open=True)
-    core.check_number(l2, "l2")
-    core.check_number(noise, "noise")
-    clip_small(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), clip_norm, clip_contribution)  # checks them
+    resolved, single = _class_model_targets(core.check_model(model), target)
+    size = _class_model_size(model, size)
+    _check_ascent_settings(steps=steps, lr=lr, l2=l2, blur_every=blur_every, blur_sigma=blur_sigma,
+                           clip_norm=clip_norm, clip_contribution=clip_contribution, jitter=jitter, noise=noise)
     mean, std = _normaliser(model)
     low, high = -mean / std, (1 - mean) / std  # the pixel range [0, 1] in normalised units
     generator = torch.Generator().manual_seed(core.check_int(seed, "seed", minimum=0))
@@ -1546,7 +1560,9 @@ def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int
 
         Y = (X - \bar X)\, V_{:, 1:2} = U_{:, 1:2}\, \Sigma_{1:2},
 
-    each axis signed so that its largest-magnitude score is positive.
+    each axis signed so that its largest-magnitude score is positive (with
+    fewer rows than dimensions, :math:`U` and :math:`\Sigma^2` come from the
+    eigendecomposition of the Gram matrix :math:`(X - \bar X)(X - \bar X)^\top`).
     t-SNE (scikit-learn, PCA initialisation) matches neighbourhood
     probabilities instead and keeps clusters, not distances.
 
@@ -1578,8 +1594,14 @@ def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int
     X = _as_matrix(features)
     if method == "pca":
         centred = X - X.mean(axis=0)
-        U, S, _ = np.linalg.svd(centred, full_matrices=False)
-        Y = U[:, :2] * S[:2]
+        if len(X) <= X.shape[1]:
+            # Fewer rows than dimensions (images as pixel vectors): U and Sigma^2 are the
+            # eigenvectors and eigenvalues of the N x N Gram matrix, far smaller than V.
+            eigvals, eigvecs = np.linalg.eigh(centred @ centred.T)
+            Y = eigvecs[:, ::-1][:, :2] * np.sqrt(np.clip(eigvals[::-1][:2], 0, None))
+        else:
+            U, S, _ = np.linalg.svd(centred, full_matrices=False)
+            Y = U[:, :2] * S[:2]
         # An SVD fixes each axis only up to sign; choose it from the data so the
         # figure is the same on every machine.
         signs = np.sign(Y[np.abs(Y).argmax(axis=0), [0, 1]])
@@ -1691,6 +1713,30 @@ def show_maps(images: torch.Tensor, maps: Sequence[torch.Tensor], row_titles: Se
     image for the rows listed in ``overlay``, counted from 1 = the first map);
     signed maps as ``0.5 + g / (2 q)``, clipped, so that grey means zero. One
     image is laid out as a single row of panels.
+
+    Parameters
+    ----------
+    images : Tensor (B, C, H, W) or (C, H, W) in [0, 1]
+    maps : sequence of Tensor (B, H, W) or (B, C, H, W)
+    row_titles : sequence of str
+        One for the images, then one per map.
+    titles : sequence of str, optional
+        One per image (column).
+    size : float, default=2.2
+        Side of a panel in inches.
+    overlay : sequence of int, default=()
+        Rows (1 = the first map) drawn over the image.
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> x = torch.rand(2, 1, 28, 28)
+    >>> fig = show_maps(x, [saliency(models.MnistCNN(), x, 3)], ["digit", "saliency"])
+    >>> len(fig.axes)
+    4
     """
     images = images if images.ndim == 4 else images[None]
     rows = [None] + [m.detach().cpu() if m.ndim == 4 else m.detach().cpu()[:, None] for m in maps]
@@ -1716,8 +1762,28 @@ def show_maps(images: torch.Tensor, maps: Sequence[torch.Tensor], row_titles: Se
 
 def show_embedding(points: np.ndarray, labels: Sequence[int] | np.ndarray, title: str = "",
                    ax: plt.Axes | None = None, names: Sequence[str] | None = None, legend: bool = True) -> Figure:
-    """Scatter plot of a 2-D embedding, one colour per label, with a legend (``names[label]`` if given)
-    to the right of the axes."""
+    """Scatter plot of a 2-D embedding, one colour per label, with a legend to the right of the axes.
+
+    Parameters
+    ----------
+    points : ndarray (N, 2)
+    labels : sequence of N ints
+    title : str, default=""
+    ax : Axes, optional
+    names : sequence of str, optional
+        ``names[label]`` in the legend (default: the label).
+    legend : bool, default=True
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> fig = show_embedding(np.random.rand(20, 2), np.arange(20) % 2, names=["even", "odd"])
+    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    ['even', 'odd']
+    """
     labels = np.asarray(labels)
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4.2))
@@ -1766,6 +1832,17 @@ def saliency_widget(model: nn.Module, images: torch.Tensor, names: Sequence[str]
         Classes to offer; default: the network's top 3 for each image.
     layer : str, default="net.bn2"
         Grad-CAM's layer.
+
+    Returns
+    -------
+    ipywidgets.VBox
+        The live widget; the static figure for the first image is displayed first.
+
+    Examples
+    --------
+    Displays a figure, so it is not run with the docstrings:
+
+    >>> saliency_widget(models.pretrained(), assets.load_image("chelsea", 96)[None])  # doctest: +SKIP
     """
     images = core.check_images(images, "images", model=core.check_model(model))
     core.get_module(model, layer)
@@ -1806,6 +1883,17 @@ def class_model_widget(model: nn.Module, classes: dict[str, int], size: int = 96
         Classes to offer, e.g. ``{"flamingo": 130}``.
     size : int, default=96
     steps : int, default=60
+
+    Returns
+    -------
+    ipywidgets.VBox
+        The live widget; the static figure (one optimisation) is displayed first.
+
+    Examples
+    --------
+    Runs an optimisation and displays a figure, so it is not run with the docstrings:
+
+    >>> class_model_widget(models.pretrained(), {"flamingo": 130, "pizza": 963})  # doctest: +SKIP
     """
     core.check_model(model)
     if not classes:

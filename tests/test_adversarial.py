@@ -380,11 +380,12 @@ def test_mnist_model_records_training_and_reloads_it(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- data, figures, widget
 
 
-def test_photo_crops_tile_the_longer_side():
-    images, labels = adv.photo_crops(size=40, crops=3, names=["chelsea"])
-    full = assets.load_image("chelsea", size=40)
-    assert images.shape == (3, 3, 40, 40) and labels == ["chelsea/0", "chelsea/1", "chelsea/2"]
-    assert torch.equal(images[0], full[:, :, :40]) and torch.equal(images[2], full[:, :, -40:])
+def test_photo_crops_run_corner_to_corner():
+    images, labels = adv.photo_crops(size=42, crops=3, names=["chelsea", "astronaut"])
+    full = assets.load_image("chelsea", size=48)  # 42 * 8 / 7: ImageNet's resize-then-crop
+    assert images.shape == (6, 3, 42, 42) and labels[:3] == ["chelsea/0", "chelsea/1", "chelsea/2"]
+    assert torch.equal(images[0], full[:, :42, :42]) and torch.equal(images[2], full[:, -42:, -42:])
+    assert not torch.equal(images[3], images[5])  # a square photo still gives different crops
 
 
 def test_widget_attacks_the_imagenet_network():

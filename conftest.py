@@ -21,10 +21,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
 # pytest-xdist runs one notebook per worker: share the cores instead of letting
 # every kernel's torch and BLAS start one thread per core (oversubscribed
-# OpenMP threads spin and made small jobs ten times slower).
-_threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+# OpenMP threads spin and made small jobs ten times slower). A thread count the
+# user set (OMP_NUM_THREADS=1 pytest ...) holds for every library (MKL's threads
+# waiting on each other under load made texture synthesis nine times slower).
+# Workers inherit this process's environment, so the user's choice is passed on
+# by name, apart from the counts set here.
+_user_threads = os.environ.setdefault("CNN_TOPICS_USER_THREADS", os.environ.get("OMP_NUM_THREADS", ""))
+_threads = _user_threads or str(
+    max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, str(_threads))
+    os.environ[_var] = _threads
 
 import pytest  # noqa: E402
 

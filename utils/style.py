@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import ipywidgets
 import numpy as np
 import scipy.optimize
+import threadpoolctl
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -501,7 +502,10 @@ def minimize_in_box(
             record()  # k = 0: the start
         return last["loss"], x.grad.double().cpu().numpy().ravel()
 
-    with core.progress_bar(total=steps, desc=desc, progress=progress) as bar:
+    # scipy's own OpenBLAS threads keep spinning after each of L-BFGS-B's small products and took
+    # the cores from the network's passes (each pass ran half as fast): one BLAS thread for scipy.
+    with core.progress_bar(total=steps, desc=desc, progress=progress) as bar, \
+            threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         # The last evaluation of each iteration is at the point it accepts, so `last` holds its terms.
         result = scipy.optimize.minimize(
             loss_and_gradient, start.double().cpu().numpy().ravel(), jac=True, method="L-BFGS-B",

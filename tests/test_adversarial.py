@@ -375,6 +375,15 @@ def test_mnist_model_records_training_and_reloads_it(tmp_path, monkeypatch):
     again = adv.mnist_model("linear", "exact", eps=0.1, epochs=2)
     assert again.train_seconds is None and adv.training_record(again).equals(record)
     assert torch.equal(again.linear.weight, first.linear.weight)
+    assert record["passes"].tolist() == [1.0, 2.0]  # the exact loss needs no attack: one pass a digit
+
+
+@pytest.mark.parametrize("method, steps, per_epoch", [("standard", 10, 1), ("pgd", 3, 4), ("fgsm", 10, 2)])
+def test_training_record_counts_the_network_passes_of_each_method(tmp_path, monkeypatch, method, steps,
+                                                                   per_epoch):
+    monkeypatch.setenv("CNN_TOPICS_DATA", str(tmp_path))
+    model = adv.mnist_model("linear", method, eps=0.1, epochs=2, steps=steps, warm_start=False)
+    assert adv.training_record(model)["passes"].tolist() == [per_epoch, 2 * per_epoch]
 
 
 # --------------------------------------------------------------------------- data, figures, widget

@@ -1083,7 +1083,7 @@ def linear_robust_loss(eps: float) -> Callable[[nn.Module, torch.Tensor, torch.T
 
 _ARCHS = ("cnn", "mlp", "linear")
 _METHODS = ("standard", "pgd", "fgsm", "exact")
-_RECORD = ("seconds", "lr", "train_acc", "fgsm_acc", "pgd_acc")
+_RECORD = ("seconds", "passes", "lr", "train_acc", "fgsm_acc", "pgd_acc")
 _MONITOR = 200  # training digits held out to watch FGSM and PGD accuracy epoch by epoch
 
 
@@ -1115,17 +1115,28 @@ def _one_cycle(epoch: int, epochs: int, peak: float) -> float:
 def _fit_with_record(model: nn.Module, train: Dataset, loss_fn, epochs: int, lr: float, eps: float,
                      early_stop: bool, seed: int) -> None:
     """Train with :func:`core.train`, one call per epoch (one-cycle learning rate), and record after each
-    epoch the time and the FGSM and PGD-10 accuracy on held-out training digits; with ``early_stop``, keep
-    the epoch whose PGD accuracy was best (Wong et al.'s guard against catastrophic overfitting)."""
+    epoch the time, the network passes per training digit (attack steps and the training step alike,
+    counted by a forward hook on the first layer with weights, which the exact linear loss calls too), and the FGSM and PGD-10 accuracy on held-out training digits; with
+    ``early_stop``, keep the epoch whose PGD accuracy was best (Wong et al.'s guard against catastrophic
+    overfitting)."""
     fit = TensorDataset(*(t[:-_MONITOR] for t in train.tensors))
     monitor = TensorDataset(*(t[-_MONITOR:] for t in train.tensors))
-    record, seconds = torch.full((epochs, len(_RECORD)), float("nan")), 0.0
+    record, seconds, seen = torch.full((epochs, len(_RECORD)), float("nan")), 0.0, [0]
+
+    def count(_module: nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
+        seen[0] += len(inputs[0])
+
+    first_layer = next(module for module in model.modules() if list(module.parameters(recurse=False)))
     for epoch in range(epochs):
         rate = _one_cycle(epoch, epochs, lr)
-        history = core.train(model, fit, epochs=1, lr=rate, loss_fn=loss_fn, seed=seed + epoch,
-                             desc=f"epoch {epoch + 1}/{epochs}")
+        counting = first_layer.register_forward_hook(count)
+        try:
+            history = core.train(model, fit, epochs=1, lr=rate, loss_fn=loss_fn, seed=seed + epoch,
+                                 desc=f"epoch {epoch + 1}/{epochs}")
+        finally:
+            counting.remove()
         seconds += history["seconds"][-1]
-        record[epoch] = torch.tensor([seconds, rate, history["train_acc"][-1],
+        record[epoch] = torch.tensor([seconds, seen[0] / len(fit), rate, history["train_acc"][-1],
                                       robust_accuracy(model, monitor, fgsm, eps=eps),
                                       robust_accuracy(model, monitor, pgd, eps=eps, steps=10, seed=seed)])
         if record[epoch, -1] >= record[: epoch + 1, -1].max():
@@ -1229,22 +1240,23 @@ def mnist_model(
 
     settings = {"arch": arch, "method": method, "eps": eps, "epochs": epochs, "lr": lr, "alpha": alpha,
                 "steps": steps if method == "pgd" else 0, "warm_start": warm_start, "early_stop": early_stop,
-                "seed": seed, "data": f"{len(train)}:{assets.mnist_source()}", "version": 1}
+                "seed": seed, "data": f"{len(train)}:{assets.mnist_source()}", "version": 2}
     model = core.cached_model(f"mnist_{arch}_{method}", settings, build, fit, cache=cache)
     model.train_digits = len(train) - _MONITOR
     return model
 
 
 def training_record(model: nn.Module) -> pd.DataFrame:
-    """The per-epoch record of a :func:`mnist_model`: cumulative training seconds (attacks
-    included, monitoring excluded), the epoch's learning rate, accuracy on the batches as
-    trained, and FGSM and PGD-10 accuracy on the 200 held-out training digits;
+    """The per-epoch record of a :func:`mnist_model`: cumulative training seconds and network
+    passes per training digit (attacks included, monitoring excluded: 1 an epoch for standard
+    training, steps + 1 for PGD, 2 for FGSM), the epoch's learning rate, accuracy on the batches
+    as trained, and FGSM and PGD-10 accuracy on the 200 held-out training digits;
     ``attrs["best_epoch"]`` is the epoch with the best PGD accuracy (1-based).
 
     Examples
     --------
     >>> net = nn.Linear(2, 2)
-    >>> net.register_buffer("record", torch.tensor([[1.0, 1e-3, 0.9, 0.5, 0.4]]))
+    >>> net.register_buffer("record", torch.tensor([[1.0, 11.0, 1e-3, 0.9, 0.5, 0.4]]))
     >>> net.register_buffer("best_epoch", torch.tensor(0))
     >>> training_record(net).loc[1, "pgd_acc"].item()
     0.4

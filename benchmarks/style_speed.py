@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/style_speed.py [--tutorial-steps 300] [--chapter]
+    python benchmarks/style_speed.py [--tutorial-steps 300] [--repeats 3] [--chapter]
 
 1. **The tutorial's settings** (A. Jacq, "Neural Transfer Using PyTorch",
    pytorch/tutorials, BSD licence): VGG-19 ``features``, content at
@@ -20,13 +20,15 @@ Usage::
    * the course's ``style.style_transfer`` on ``style.style_net(vgg)`` with the
      tutorial's layers, its relative losses re-weighted so that the objective
      at 128 px is the tutorial's (``layer_weights``, ``content_weight``),
-     L-BFGS-B with the pixels bounded to [0, 1]; once coarse to fine (64 px,
+     projected L-BFGS with the pixels bounded to [0, 1]; once coarse to fine (64 px,
      then 128 px), once at 128 px only, to separate the two gains.
 
    Both use the same VGG-19 weights: ImageNet when torchvision can have them,
    the same seeded random ones otherwise (the cost of a pass does not depend
    on the weights). Reported: seconds per forward + backward pass, and the
-   wall time until the loss at 128 px first reaches the tutorial's final loss.
+   wall time until the loss at 128 px first reaches the tutorial's final loss;
+   the three runs alternate for ``--repeats`` rounds and each side's median
+   round is reported, so that a machine whose speed drifts favours no side.
 
 2. **The chapter's settings** (``--chapter``): one style transfer of the
    Tübingen photo in the style of Starry Night with the course's default
@@ -187,6 +189,13 @@ def run_chapter() -> None:
         print(f"| {size} px | {passes} | {(h['time'][rows[-1]] - h['time'][rows[0]]) / max(passes, 1):.3f} |")
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run whose time per pass is the median of the rounds'."""
+    def per_pass(run: dict) -> float:
+        return run.get("per_pass") or run["seconds"] / run["passes"]
+    return sorted(runs, key=per_pass)[len(runs) // 2]
+
+
 def square(image: torch.Tensor) -> torch.Tensor:
     """The centre square of an image, at SIDE × SIDE (the tutorial's images are square, of one size)."""
     side = min(image.shape[-2:])
@@ -199,6 +208,7 @@ def main() -> None:
     parser.add_argument("--tutorial-steps", type=int, default=300, help="the tutorial's num_steps")
     parser.add_argument("--course-steps", type=int, nargs=2, default=(100, 200),
                         help="the course's iterations at 64 and 128 px (it runs all; the time to reach is read off)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of all three runs; the median is reported")
     parser.add_argument("--chapter", action="store_true", help="also time the chapter's settings")
     args = parser.parse_args()
     vgg = models.optional_pretrained("vgg19")
@@ -206,13 +216,16 @@ def main() -> None:
     vgg = (vgg or models.untrained("vgg19", seed=0)).requires_grad_(False)
     content_img = square(assets.load_image("tubingen"))
     style_img = square(assets.load_image("starry_night"))
-    tutorial = run_tutorial(vgg, content_img, style_img, args.tutorial_steps)
-    courses = {
-        "course `style.style_transfer`, 64 → 128 px (coarse to fine)": run_course(
-            vgg, content_img, style_img, tutorial["loss"], tuple(args.course_steps)),
-        "course `style.style_transfer`, 128 px only": run_course(
-            vgg, content_img, style_img, tutorial["loss"], (sum(args.course_steps),)),
-    }
+    names = ("course `style.style_transfer`, 64 → 128 px (coarse to fine)",
+             "course `style.style_transfer`, 128 px only")
+    rounds: list[dict[str, dict]] = []
+    for _ in range(args.repeats):  # alternated, so that a machine that speeds up or slows down favours no side
+        tutorial = run_tutorial(vgg, content_img, style_img, args.tutorial_steps)
+        rounds.append({"tutorial": tutorial,
+                       names[0]: run_course(vgg, content_img, style_img, tutorial["loss"], tuple(args.course_steps)),
+                       names[1]: run_course(vgg, content_img, style_img, tutorial["loss"], (sum(args.course_steps),))})
+    tutorial = median_run([r["tutorial"] for r in rounds])
+    courses = {name: median_run([r[name] for r in rounds]) for name in names}
     # the course's objective is the tutorial's: check it on the course's final image
     model, style_losses, content_losses = tutorial_model(copy.deepcopy(vgg.net.features), vgg.normalize,
                                                          style_img, content_img)

@@ -207,6 +207,45 @@ def test_minimize_in_box_projects_a_separable_quadratic():
     assert history["loss"][-1] == pytest.approx(((t - t.clamp(0, 1)) ** 2).sum().item(), abs=1e-6)
 
 
+def test_minimize_in_box_reaches_scipys_bounded_minimum_of_a_coupled_quadratic():
+    """½ xᵀQx − bᵀx over the box, Q dense: many pixels end on a bound; scipy's L-BFGS-B (Byrd et al. 1995,
+    an independent implementation, in double precision) gives the reference minimum."""
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    generator = torch.Generator().manual_seed(0)
+    n = 3 * 8 * 8
+    a = torch.randn(n, n, generator=generator, dtype=torch.float64) / n**0.5
+    q = a @ a.T + 0.05 * torch.eye(n, dtype=torch.float64)
+    b = 2 * torch.randn(n, generator=generator, dtype=torch.float64)
+    reference = scipy_optimize.minimize(lambda z: (0.5 * z @ q.numpy() @ z - b.numpy() @ z, q.numpy() @ z - b.numpy()),
+                                        np.full(n, 0.5), jac=True, method="L-BFGS-B", bounds=[(0, 1)] * n,
+                                        options={"maxiter": 1000, "ftol": 0, "gtol": 1e-10})
+    q32, b32 = q.float(), b.float()
+    x, history = style.minimize_in_box(lambda x: {"loss": 0.5 * x.flatten() @ q32 @ x.flatten() - b32 @ x.flatten()},
+                                       torch.full((1, 3, 8, 8), 0.5), steps=200, progress=False)
+    at_bounds = ((reference.x < 1e-6) | (reference.x > 1 - 1e-6)).mean()
+    assert 0.2 < at_bounds < 0.9  # the bounds matter, and some pixels are free
+    assert history["loss"][-1] == pytest.approx(reference.fun, rel=1e-5)
+    np.testing.assert_allclose(x.flatten().numpy(), reference.x, atol=2e-3)
+    assert (x >= 0).all() and (x <= 1).all()
+
+
+def test_two_loop_recursion_is_the_bfgs_inverse_hessian():
+    """The two-loop recursion equals the BFGS update H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ from H₀ = γI."""
+    generator = torch.Generator().manual_seed(1)
+    n, pairs = 6, []
+    for _ in range(3):
+        s = torch.randn(n, generator=generator, dtype=torch.float64)
+        y = s + 0.3 * torch.randn(n, generator=generator, dtype=torch.float64)
+        pairs.append((s, y, 1 / float(s @ y)))
+    s_new, y_new, rho_new = pairs[-1]
+    h = torch.eye(n, dtype=torch.float64) * float(s_new @ y_new) / float(y_new @ y_new)
+    for s, y, rho in pairs:
+        left = torch.eye(n, dtype=torch.float64) - rho * torch.outer(s, y)
+        h = left @ h @ left.T + rho * torch.outer(s, s)
+    v = torch.randn(n, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(style._inverse_hessian_times(v, pairs), h @ v)
+
+
 def test_smooth_noise_is_smooth_grey_and_seeded():
     x = style.smooth_noise(64, 64, seed=1)
     assert x.shape == (1, 3, 64, 64) and abs(x.mean().item() - 0.5) < 0.05 and x.std() < 0.15

@@ -1116,9 +1116,9 @@ def _fit_with_record(model: nn.Module, train: Dataset, loss_fn, epochs: int, lr:
                      early_stop: bool, seed: int) -> None:
     """Train with :func:`core.train`, one call per epoch (one-cycle learning rate), and record after each
     epoch the time, the network passes per training digit (attack steps and the training step alike,
-    counted by a forward hook on the first layer with weights, which the exact linear loss calls too), and the FGSM and PGD-10 accuracy on held-out training digits; with
-    ``early_stop``, keep the epoch whose PGD accuracy was best (Wong et al.'s guard against catastrophic
-    overfitting)."""
+    counted by a forward hook on the first layer with weights, which the exact linear loss calls too),
+    and the FGSM and PGD-10 accuracy on held-out training digits; with ``early_stop``, keep the epoch
+    whose PGD accuracy was best (Wong et al.'s guard against catastrophic overfitting)."""
     fit = TensorDataset(*(t[:-_MONITOR] for t in train.tensors))
     monitor = TensorDataset(*(t[-_MONITOR:] for t in train.tensors))
     record, seconds, seen = torch.full((epochs, len(_RECORD)), float("nan")), 0.0, [0]

@@ -13,7 +13,7 @@ works: features *before* the ReLU6 clamp of the stem and of the first block of
 stages 1–5, Gram matrices of the RGB pixels, the input upsampled 2×
 (the stem has stride 2), content at ``net.blocks.3``. VGG-19 is read with Gatys et al.'s
 layer names (``relu1_1`` … ``relu5_1``, content ``relu4_2``) by the same code.
-Pixels stay in [0, 1] because the optimiser, L-BFGS-B [4]_, keeps them there.
+Pixels stay in [0, 1] because the optimiser, projected L-BFGS [4]_, keeps them there.
 
 Shape letters: B batch, C channels, H, W height and width, M = H·W positions.
 Images are float tensors in [0, 1].
@@ -26,8 +26,8 @@ References
    convolutional neural networks", CVPR 2016.
 .. [3] L. A. Gatys, A. S. Ecker, M. Bethge, A. Hertzmann, E. Shechtman,
    "Controlling perceptual factors in neural style transfer", CVPR 2017.
-.. [4] R. H. Byrd, P. Lu, J. Nocedal, C. Zhu, "A limited memory algorithm for
-   bound constrained optimization", SIAM J. Sci. Comput. 16(5), 1995.
+.. [4] D. Kim, S. Sra, I. S. Dhillon, "Tackling box-constrained optimization
+   via a new projected quasi-Newton approach", SIAM J. Sci. Comput. 32(6), 2010.
 .. [5] R. Geirhos et al., "ImageNet-trained CNNs are biased towards texture;
    increasing shape bias improves accuracy and robustness", ICLR 2019.
 """
@@ -46,8 +46,6 @@ from dataclasses import dataclass, field
 
 import ipywidgets
 import numpy as np
-import scipy.optimize
-import threadpoolctl
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -436,21 +434,73 @@ def smooth_noise(height: int, width: int, seed: int = 0, amplitude: float = 0.1,
     return (0.5 + amplitude * smooth).clamp(0, 1).to(config.device())
 
 
+def _inverse_hessian_times(vector: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+    r"""L-BFGS's inverse-Hessian model times a vector: the two-loop recursion over the stored
+    :math:`(s_i, y_i, 1/s_i^\top y_i)`, oldest first, with :math:`H_0 = \frac{s^\top y}{y^\top y} I` from the
+    newest pair (Nocedal & Wright, *Numerical Optimization*, 2nd ed., algorithm 7.4)."""
+    q, alphas = vector.clone(), []
+    for s, y, rho in reversed(pairs):
+        alphas.append(rho * (s * q).sum())
+        q -= alphas[-1] * y
+    _, y, rho = pairs[-1]
+    q /= rho * (y * y).sum()
+    for (s, y, rho), alpha in zip(pairs, reversed(alphas), strict=True):
+        q += (alpha - rho * (y * q).sum()) * s
+    return q
+
+
+def _descent_direction(x: torch.Tensor, grad: torch.Tensor,
+                       pairs: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+    """The two-metric projection direction: pixels at a bound that the gradient pushes outwards are held
+    (direction 0); the others take the L-BFGS direction -H g of the gradient restricted to them, or, with no
+    curvature pairs yet or an uphill result, the unit steepest-descent direction (pairs are then dropped)."""
+    held = ((x <= 0) & (grad > 0)) | ((x >= 1) & (grad < 0))
+    free_grad = grad.masked_fill(held, 0)
+    if pairs:
+        direction = -_inverse_hessian_times(free_grad, pairs).masked_fill_(held, 0)
+        if (direction * free_grad).sum() < 0:
+            return direction
+        pairs.clear()
+    return -free_grad / free_grad.norm().clamp_min(1e-12)
+
+
+def _projected_search(x: torch.Tensor, loss: float, grad: torch.Tensor, direction: torch.Tensor,
+                      evaluate: Callable[[torch.Tensor], tuple[float, torch.Tensor]], tries: int = 10):
+    r"""Backtracking along the projection arc :math:`x(t) = \Pi_{[0,1]}(x + t\,d)`, t = 1, 1/4, 1/16, …:
+    the first point with the Armijo decrease :math:`f(x(t)) \le f(x) + 10^{-4}\,\nabla f(x)^\top (x(t) - x)`,
+    as ``(point, loss, gradient)``; None when ``tries`` steps all fail."""
+    step = 1.0
+    for _ in range(tries):
+        point = (x + step * direction).clamp_(0, 1)
+        new_loss, new_grad = evaluate(point)
+        if new_loss < loss + 1e-4 * float((grad * (point - x)).sum()):
+            return point, new_loss, new_grad
+        step /= 4
+    return None
+
+
 def minimize_in_box(
     objective: Callable[[torch.Tensor], dict[str, torch.Tensor]],
     start: torch.Tensor,
     steps: int,
     progress: bool = True,
-    desc: str = "L-BFGS-B",
+    desc: str = "L-BFGS",
+    memory: int = 10,
 ) -> tuple[torch.Tensor, dict[str, list[float]]]:
-    r"""Minimise ``objective(x)["loss"]`` over images with every pixel in [0, 1], by L-BFGS-B.
+    r"""Minimise ``objective(x)["loss"]`` over images with every pixel in [0, 1], by projected L-BFGS.
 
     .. math:: \min_{x \in [0, 1]^{3 \times H \times W}} \mathcal L(x)
 
-    L-BFGS builds a curvature model from its last gradients; L-BFGS-B
-    (scipy's) keeps the bounds itself, by projecting its steps. Clamping the
-    image after each step instead, as many style-transfer codes do, moves the
-    point behind the optimiser's back and spoils its curvature model.
+    L-BFGS builds a curvature model from its last ``memory`` steps s and
+    gradient changes y. The bounds are kept by two-metric projection
+    (Bertsekas 1982; Kim, Sra, Dhillon 2010): a pixel at a bound whose gradient
+    pushes it outwards is held, the others take the L-BFGS step, and the step
+    is projected into the box *before* the line search accepts it, so each
+    (s, y) pair describes the step actually taken. Clamping the image after an
+    unconstrained step instead, as many style-transfer codes do, moves the
+    point behind the optimiser's back and spoils its curvature model. The loop
+    runs in the image's own precision on its own device: no copy per pass. It
+    stops early when no step of the line search lowers the loss any more.
 
     Parameters
     ----------
@@ -459,9 +509,11 @@ def minimize_in_box(
         a ``"loss"`` (to minimise) and any other terms to record.
     start : Tensor (1, 3, H, W) in [0, 1]
     steps : int
-        Iterations (each one or a few forward + backward passes).
+        Iterations (each one forward + backward pass, a few when the line search backtracks).
     progress : bool, default=True
-    desc : str, default="L-BFGS-B"
+    desc : str, default="L-BFGS"
+    memory : int, default=10
+        Curvature pairs kept.
 
     Returns
     -------
@@ -473,7 +525,9 @@ def minimize_in_box(
 
     References
     ----------
-    Byrd, Lu, Nocedal, Zhu, "A limited memory algorithm for bound constrained optimization", 1995.
+    D. P. Bertsekas, "Projected Newton methods for optimization problems with simple constraints",
+    SIAM J. Control Optim. 20(2), 1982. D. Kim, S. Sra, I. S. Dhillon, "Tackling box-constrained
+    optimization via a new projected quasi-Newton approach", SIAM J. Sci. Comput. 32(6), 2010.
 
     Examples
     --------
@@ -483,35 +537,44 @@ def minimize_in_box(
     >>> torch.allclose(x, target, atol=1e-4), history["loss"][-1] < 1e-6
     (True, True)
     """
-    start = core.check_images(start, "start", single=True).to(config.device())
-    steps = core.check_int(steps, "steps")
-    shape, history, last, tic = start.shape, {"time": []}, {"evaluations": 0}, time.perf_counter()
+    x = core.check_images(start, "start", single=True).to(config.device()).detach().clone()
+    steps, memory = core.check_int(steps, "steps"), core.check_int(memory, "memory")
+    history, last, tic = {"time": []}, {"evaluations": 0}, time.perf_counter()
 
-    def record() -> None:
+    def evaluate(point: torch.Tensor) -> tuple[float, torch.Tensor]:
+        point = point.detach().requires_grad_(True)
+        terms = objective(point)
+        (grad,) = torch.autograd.grad(terms["loss"], point)
+        last.update({key: float(value.detach()) for key, value in terms.items()})
+        last["evaluations"] += 1
+        return last["loss"], grad
+
+    def record() -> None:  # the last evaluation is always at the accepted point
         for key, value in last.items():
             history.setdefault(key, []).append(value)
         history["time"].append(time.perf_counter() - tic)
 
-    def loss_and_gradient(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        x = torch.from_numpy(flat.reshape(shape)).float().to(start.device).requires_grad_(True)
-        terms = objective(x)
-        terms["loss"].backward()
-        last.update({key: float(value.detach()) for key, value in terms.items()})
-        last["evaluations"] += 1
-        if not history["time"]:
-            record()  # k = 0: the start
-        return last["loss"], x.grad.double().cpu().numpy().ravel()
-
-    # scipy's own OpenBLAS threads keep spinning after each of L-BFGS-B's small products and took
-    # the cores from the network's passes (each pass ran half as fast): one BLAS thread for scipy.
-    with core.progress_bar(total=steps, desc=desc, progress=progress) as bar, \
-            threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-        # The last evaluation of each iteration is at the point it accepts, so `last` holds its terms.
-        result = scipy.optimize.minimize(
-            loss_and_gradient, start.double().cpu().numpy().ravel(), jac=True, method="L-BFGS-B",
-            bounds=scipy.optimize.Bounds(0.0, 1.0), callback=lambda _: (record(), bar.update()),
-            options={"maxiter": steps, "maxfun": 3 * steps + 10, "ftol": 0.0, "gtol": 0.0, "maxcor": 10})
-    return torch.from_numpy(result.x.reshape(shape)).float().to(start.device), history
+    loss, grad = evaluate(x)
+    record()
+    pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    with core.progress_bar(total=steps, desc=desc, progress=progress) as bar:
+        for _ in range(steps):
+            found = _projected_search(x, loss, grad, _descent_direction(x, grad, pairs), evaluate)
+            if found is None and pairs:  # the curvature model misled: once more along the gradient
+                pairs.clear()
+                found = _projected_search(x, loss, grad, _descent_direction(x, grad, pairs), evaluate)
+            if found is None:
+                break  # no decrease left at this precision
+            point, loss, new_grad = found
+            s, y = point - x, new_grad - grad
+            curvature = float((s * y).sum())
+            if curvature > 1e-10 * float((y * y).sum()):
+                pairs.append((s, y, 1 / curvature))
+                del pairs[:-memory]
+            x, grad = point, new_grad
+            record()
+            bar.update()
+    return x, history
 
 
 # --------------------------------------------------------------------------- texture synthesis and style transfer
@@ -692,7 +755,7 @@ def synthesize_texture(
     size : int, default=128
         Side of the square output.
     steps : int or sequence of int, default=(60, 20)
-        L-BFGS-B iterations per stage, coarse to fine.
+        L-BFGS iterations per stage, coarse to fine.
     seed : int, default=0
         Seed of the starting noise.
     progress : bool, default=True
@@ -753,7 +816,7 @@ def reconstruct_content(
     size : int, optional
         Shorter side of the output (default: the image's).
     steps : int or sequence of int, default=(40, 20)
-        L-BFGS-B iterations per stage, coarse to fine.
+        L-BFGS iterations per stage, coarse to fine.
     seed : int, default=0
     progress : bool, default=True
 
@@ -836,7 +899,7 @@ def style_transfer(
               + \beta\, \mathcal L_{style}(\hat x; A) + \gamma\, \frac{R_{V^2}(\hat x)}{HW},
               \qquad A^l = \sum_k w_k\, G^l(a_k)
 
-    minimised over images in [0, 1] by L-BFGS-B, optionally coarse to fine. The content
+    minimised over images in [0, 1] by projected L-BFGS, optionally coarse to fine. The content
     p is matched at ``net.content_layer``; the Gram targets A blend the style
     images :math:`a_k` with weights :math:`w_k` (normalised to sum 1); R is
     :func:`utils.core.total_variation`. These are the controls of
@@ -855,7 +918,7 @@ def style_transfer(
     size : int, optional
         Shorter side of the output (default: the content's).
     steps : int or sequence of int, default=30
-        L-BFGS-B iterations; a sequence runs coarse to fine: stage i of n at
+        L-BFGS iterations; a sequence runs coarse to fine: stage i of n at
         ``size / 2^(n-i)``, the style images shrunk by the same factor.
     style_weight, content_weight, tv_weight : float, default=10, 1, 0
         β, α, γ ≥ 0.
@@ -924,7 +987,7 @@ def _transfer_terms(net: StyleNet, targets: dict[str, torch.Tensor], target_feat
     grams, features = net.grams(x, content=True)
     terms = {"content": alpha * content_loss(features, target_features),
              "style": beta * style_loss(grams, targets, layer_weights),
-             "tv": gamma * core.total_variation(x) / x[0, 0].numel()}
+             "tv": gamma * core.total_variation(x) / x[0, 0].numel() if gamma else x.new_zeros(())}
     terms["loss"] = terms["content"] + terms["style"] + terms["tv"]
     return terms
 

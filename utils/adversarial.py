@@ -74,6 +74,7 @@ __all__ = [
     "linear_robust_loss",
     "mnist_model",
     "training_record",
+    "training_seconds",
     "plot_attack",
     "plot_matrix",
     "plot_fooling_rates",
@@ -1244,6 +1245,52 @@ def mnist_model(
     model = core.cached_model(f"mnist_{arch}_{method}", settings, build, fit, cache=cache)
     model.train_digits = len(train) - _MONITOR
     return model
+
+
+def training_seconds(model: nn.Module, data: Dataset, loss_fns: dict[str, Callable], rounds: int = 3,
+                     seed: int = 0) -> pd.Series:
+    """Wall seconds of one training epoch over ``data`` with each loss function, measured side by side.
+
+    Each round trains a fresh copy of ``model`` for one epoch of :func:`core.train` with every loss
+    function in turn; each method's fastest round is returned (other work on the machine only ever adds
+    time: the rule of Python's ``timeit``). Measured so, in one process and alternated, the ratios compare
+    methods fairly; the seconds in a :func:`training_record` were measured whenever each cached model
+    happened to be trained, on a machine that may have been busy.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The starting weights (not changed).
+    data : Dataset
+    loss_fns : dict of str to callable
+        ``{name: loss_fn(model, x, y) -> (loss, logits)}``, e.g. ``core.cross_entropy_step`` and
+        :func:`adversarial_loss`.
+    rounds : int, default=3
+    seed : int, default=0
+
+    Returns
+    -------
+    pd.Series
+        Seconds per epoch (the fastest round), by name.
+
+    Examples
+    --------
+    >>> data = TensorDataset(torch.rand(64, 1, 4, 4), torch.randint(0, 2, (64,)))
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    >>> seconds = training_seconds(net, data, {"standard": core.cross_entropy_step,
+    ...                                        "PGD-20": adversarial_loss(0.1, steps=20)})
+    >>> bool(seconds["PGD-20"] > seconds["standard"])
+    True
+    """
+    core.check_model(model)
+    if not isinstance(loss_fns, dict) or not loss_fns or not all(callable(f) for f in loss_fns.values()):
+        raise TypeError("loss_fns must be a non-empty dict {name: loss_fn(model, x, y) -> (loss, logits)}.")
+    measured: dict[str, list[float]] = {name: [] for name in loss_fns}
+    for _ in range(core.check_int(rounds, "rounds")):
+        for name, loss_fn in loss_fns.items():
+            history = core.train(copy.deepcopy(model), data, epochs=1, loss_fn=loss_fn, seed=seed, progress=False)
+            measured[name].append(history["seconds"][-1])
+    return pd.Series({name: min(times) for name, times in measured.items()}, name="seconds per epoch")
 
 
 def training_record(model: nn.Module) -> pd.DataFrame:

@@ -378,13 +378,13 @@ def test_mnist_model_records_training_and_reloads_it(tmp_path, monkeypatch):
     assert record["passes"].tolist() == [1.0, 2.0]  # the exact loss needs no attack: one pass a digit
 
 
-def test_training_seconds_refuses_what_is_not_a_dict_of_loss_functions():
+def test_training_seconds_refuses_what_is_not_a_sequence_of_method_names():
     data = TensorDataset(torch.rand(8, 1, 2, 2), torch.randint(0, 2, (8,)))
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    for bad in ({}, [core.cross_entropy_step], {"standard": "cross_entropy"}):
-        with pytest.raises(TypeError, match="loss_fns must be a non-empty dict"):
+    for bad in ((), "pgd", ("standard", "madry"), [core.cross_entropy_step]):
+        with pytest.raises(ValueError, match="methods must be a non-empty sequence of names"):
             adv.training_seconds(net, data, bad)
-    seconds = adv.training_seconds(net, data, {"standard": core.cross_entropy_step}, rounds=1)
+    seconds = adv.training_seconds(net, data, ("standard",), rounds=1)
     assert list(seconds.index) == ["standard"] and seconds["standard"] > 0
 
 

@@ -1100,6 +1100,12 @@ def _mnist_network(arch: str, seed: int) -> nn.Module:
     return nn.Sequential(OrderedDict(flatten=nn.Flatten(), linear=nn.Linear(784, 10)))
 
 
+def _attack_step(method: str, eps: float, alpha: float | None) -> float | None:
+    """The attack step of a training method: Wong et al.'s α = 1.25 ε for "fgsm" unless given; otherwise
+    ``alpha`` as given (None: :func:`adversarial_loss`'s 2.5 ε / steps)."""
+    return 1.25 * eps if method == "fgsm" and alpha is None else alpha
+
+
 def _training_loss(method: str, eps: float, steps: int, alpha: float | None, seed: int):
     if method == "standard":
         return core.cross_entropy_step
@@ -1221,7 +1227,7 @@ def mnist_model(
                          f"'linear'), got arch={arch!r}, method={method!r}.")
     eps, lr = core.check_number(eps, "eps", high=1.0), core.check_number(lr, "lr", low_open=True)
     epochs = core.check_int(epochs if epochs is not None else config.pick(full=10, fast=3), "epochs")
-    alpha = 1.25 * eps if method == "fgsm" and alpha is None else alpha
+    alpha = _attack_step(method, eps, alpha)
     warm_start = warm_start and method in ("pgd", "fgsm")
     train = assets.mnist(train=True, n=config.pick(full=4000, fast=1000))
 
@@ -1247,50 +1253,53 @@ def mnist_model(
     return model
 
 
-def training_seconds(model: nn.Module, data: Dataset, loss_fns: dict[str, Callable], rounds: int = 3,
-                     seed: int = 0) -> pd.Series:
-    """Wall seconds of one training epoch over ``data`` with each loss function, measured side by side.
+def training_seconds(model: nn.Module, data: Dataset, methods: Sequence[str] = ("standard", "pgd", "fgsm"),
+                     eps: float = 0.3, steps: int = 10, rounds: int = 3, seed: int = 0) -> pd.Series:
+    """Wall seconds of one training epoch over ``data`` with each of :func:`mnist_model`'s methods, side by side.
 
-    Each round trains a fresh copy of ``model`` for one epoch of :func:`core.train` with every loss
-    function in turn; each method's fastest round is returned (other work on the machine only ever adds
-    time: the rule of Python's ``timeit``). Measured so, in one process and alternated, the ratios compare
-    methods fairly; the seconds in a :func:`training_record` were measured whenever each cached model
-    happened to be trained, on a machine that may have been busy.
+    Each round trains a fresh copy of ``model`` for one epoch of :func:`core.train` with every method in
+    turn, with the loss functions :func:`mnist_model` trains with (``steps`` PGD steps for "pgd", Wong et
+    al.'s FGSM step of 1.25 ε for "fgsm"); each method's fastest round is returned (other work on the
+    machine only ever adds time: the rule of Python's ``timeit``). Measured so, in one process and
+    alternated, the ratios compare methods fairly; the seconds in a :func:`training_record` were measured
+    whenever each cached model happened to be trained, on a machine that may have been busy.
 
     Parameters
     ----------
     model : nn.Module
         The starting weights (not changed).
     data : Dataset
-    loss_fns : dict of str to callable
-        ``{name: loss_fn(model, x, y) -> (loss, logits)}``, e.g. ``core.cross_entropy_step`` and
-        :func:`adversarial_loss`.
+    methods : sequence of {"standard", "pgd", "fgsm", "exact"}, default=("standard", "pgd", "fgsm")
+    eps : float, default=0.3
+    steps : int, default=10
+        PGD steps per batch (method "pgd").
     rounds : int, default=3
     seed : int, default=0
 
     Returns
     -------
     pd.Series
-        Seconds per epoch (the fastest round), by name.
+        Seconds per epoch (the fastest round), by method.
 
     Examples
     --------
     >>> data = TensorDataset(torch.rand(64, 1, 4, 4), torch.randint(0, 2, (64,)))
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-    >>> seconds = training_seconds(net, data, {"standard": core.cross_entropy_step,
-    ...                                        "PGD-20": adversarial_loss(0.1, steps=20)})
-    >>> bool(seconds["PGD-20"] > seconds["standard"])
+    >>> seconds = training_seconds(net, data, ("standard", "pgd"), eps=0.1, steps=20)
+    >>> bool(seconds["pgd"] > seconds["standard"])
     True
     """
     core.check_model(model)
-    if not isinstance(loss_fns, dict) or not loss_fns or not all(callable(f) for f in loss_fns.values()):
-        raise TypeError("loss_fns must be a non-empty dict {name: loss_fn(model, x, y) -> (loss, logits)}.")
-    measured: dict[str, list[float]] = {name: [] for name in loss_fns}
+    if isinstance(methods, str) or not methods or any(m not in _METHODS for m in methods):
+        raise ValueError(f"methods must be a non-empty sequence of names from {_METHODS}, got {methods!r}.")
+    eps = core.check_number(eps, "eps", high=1.0)
+    losses = {m: _training_loss(m, eps, steps, _attack_step(m, eps, None), seed) for m in methods}
+    measured: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(core.check_int(rounds, "rounds")):
-        for name, loss_fn in loss_fns.items():
+        for method, loss_fn in losses.items():
             history = core.train(copy.deepcopy(model), data, epochs=1, loss_fn=loss_fn, seed=seed, progress=False)
-            measured[name].append(history["seconds"][-1])
-    return pd.Series({name: min(times) for name, times in measured.items()}, name="seconds per epoch")
+            measured[method].append(history["seconds"][-1])
+    return pd.Series({method: min(times) for method, times in measured.items()}, name="seconds per epoch")
 
 
 def training_record(model: nn.Module) -> pd.DataFrame:
